@@ -1,0 +1,216 @@
+"""Training the VAE: deterministic runtime, tf.data input, schedule, guards, saving."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fashion_vae import atomic
+from fashion_vae.errors import PipelineError
+from fashion_vae.model import VAE, build_vae
+
+INTEROP_THREADS = 1  # independent ops are rare in this graph; 1 keeps results stable
+
+
+def configure_runtime(seed: int, threads: int) -> None:
+    """Seed everything and make TensorFlow deterministic with pinned thread counts.
+
+    oneDNN's results depend on the thread count, so it is a parameter, not the
+    machine's core count. Threads can only be set before TensorFlow starts its
+    runtime; a second call in the same process (tests) keeps the first setting.
+    """
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(INTEROP_THREADS)
+    except RuntimeError:
+        if threading.get_intra_op_parallelism_threads() not in (0, threads):
+            print(
+                f"warning: TensorFlow already runs with "
+                f"{threading.get_intra_op_parallelism_threads()} threads, not {threads}",
+                file=sys.stderr,
+            )
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_dataset(x: np.ndarray, batch_size: int, seed: int | None = None, shuffle: bool = False) -> tf.data.Dataset:
+    """Batches of images from memory; seeded reshuffle every epoch when training."""
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    # Full batches only in training: one static shape, one traced graph.
+    return ds.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+def learning_rate(train_params: dict, steps_per_epoch: int):
+    """A constant rate, or linear warm-up then cosine decay to zero."""
+    lr = train_params["learning_rate"]
+    if train_params["lr_schedule"] == "constant":
+        return lr
+    warmup = train_params["warmup_epochs"] * steps_per_epoch
+    total = train_params["epochs"] * steps_per_epoch
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total - warmup, warmup_target=lr, warmup_steps=warmup
+    )
+
+
+class NonFiniteLossError(PipelineError):
+    pass
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Fail the run (no model is saved) as soon as an epoch's losses are NaN or infinite."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not all(math.isfinite(float(v)) for v in logs.values()):
+            losses = ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(logs.items()))
+            raise NonFiniteLossError(
+                f"training diverged at epoch {epoch + 1}: non-finite loss ({losses}); "
+                "lower train.learning_rate or check the data"
+            )
+
+
+class Throughput(keras.callbacks.Callback):
+    """Per-epoch training time (validation excluded) and images per second."""
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+        self._train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append((self._train_end or time.perf_counter()) - self._start)
+
+    def steady_images_per_second(self) -> float:
+        # The first epoch includes tracing the graph; the rest is steady state.
+        steady = self.epoch_seconds[1:] or self.epoch_seconds
+        return self.images_per_epoch / statistics.median(steady)
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """``none`` -> the default strategy; ``mirrored`` -> all GPUs, else all logical CPUs."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def train(
+    model_params: dict,
+    train_params: dict,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    callbacks: list[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> tuple[VAE, dict]:
+    """Train a VAE; return it and a summary of the run (final losses, timings)."""
+    batch_size = train_params["batch_size"]
+    if batch_size > len(x_train):
+        raise PipelineError(
+            f"train.batch_size = {batch_size} is larger than the {len(x_train)} training images"
+        )
+    seed = train_params["seed"]
+    configure_runtime(seed, train_params["threads"])
+    steps_per_epoch = len(x_train) // batch_size
+    strategy = distribution_strategy(train_params["distribute"])
+    with strategy.scope():
+        vae = build_vae(model_params, seed)
+        vae.compile(
+            optimizer=keras.optimizers.Adam(learning_rate(train_params, steps_per_epoch)),
+            steps_per_execution=min(train_params["steps_per_execution"], steps_per_epoch),
+        )
+    timer = Throughput(steps_per_epoch * batch_size)
+    started = time.perf_counter()
+    history = vae.fit(
+        make_dataset(x_train, batch_size, seed, shuffle=True),
+        validation_data=make_dataset(x_val, batch_size),
+        epochs=train_params["epochs"],
+        callbacks=[StopOnNonFiniteLoss(), timer, *callbacks],
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=verbose,
+    )
+    final = {key: float(values[-1]) for key, values in history.history.items() if key != "learning_rate"}
+    summary = {
+        "train": {k: v for k, v in final.items() if not k.startswith("val_")},
+        "val": {k[len("val_"):]: v for k, v in final.items() if k.startswith("val_")},
+        "epochs": len(timer.epoch_seconds),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "train_images_per_second": round(timer.steady_images_per_second(), 1),
+    }
+    return vae, summary
+
+
+def progress_verbosity() -> int:
+    """Keras' progress bar in a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save a ``.keras`` file whose bytes depend only on the model's weights and config.
+
+    Keras stamps the save date into metadata.json and the current time onto zip
+    entries; both are normalised so identical weights give an identical file and
+    DVC's cache and ``dvc exp`` comparisons stay meaningful.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "model.keras"
+        model.save(raw_path)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(raw_path) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as dst:
+            for name in sorted(src.namelist()):
+                data = src.read(name)
+                if name == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata.pop("date_saved", None)
+                    data = json.dumps(metadata, sort_keys=True).encode()
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                dst.writestr(info, data)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def load_model(path: str | Path, expected_model_params: dict | None = None) -> VAE:
+    """Load a saved VAE (Keras safe mode); check it matches the ``model`` params."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: missing; run the train stage (dvc repro train)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as err:  # Keras raises many types for corrupt or foreign files
+        reason = " ".join(str(err).split())[:200]
+        raise PipelineError(f"{path}: not a loadable Keras model ({type(err).__name__}: {reason})") from None
+    if not isinstance(model, VAE):
+        raise PipelineError(f"{path}: holds a {type(model).__name__}, not this project's VAE")
+    if expected_model_params is not None:
+        for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units"):
+            saved, wanted = getattr(model, key), expected_model_params[key]
+            if saved != wanted:
+                raise PipelineError(
+                    f"{path}: model has {key} = {saved} but params.yaml has model.{key} = {wanted}; "
+                    "re-run the train stage (dvc repro train)"
+                )
+    return model

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian's Fashion-MNIST package (where apt exists), a virtual
+# environment with the pinned packages, and the offline plots page template.
+# Re-running it does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+DATA_DIR=/usr/share/datasets/fashion-mnist
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {  # apt_install PACKAGE...: install, running apt-get update first if unknown
+  command -v apt-get >/dev/null || return 1
+  local pkg
+  for pkg in "$@"; do
+    if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+      as_root apt-get update -qq || return 1
+      break
+    fi
+  done
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
+  echo "setup: installing Debian's dataset-fashion-mnist"
+  apt_install dataset-fashion-mnist || echo "setup: apt unavailable; fetch will try the URLs in params.yaml"
+fi
+
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
+  echo "setup: installing Debian's chromium for the browser test"
+  apt_install chromium fonts-dejavu-core || echo "setup: could not install chromium"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.requirements.sha256"
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned Python packages (first time: a few minutes)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+if [ -f scripts/build_plots_template.py ]; then
+  "$VENV/bin/python" scripts/build_plots_template.py
+fi

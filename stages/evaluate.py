@@ -1,0 +1,27 @@
+"""evaluate: held-out test metrics of the trained VAE -> metrics/eval.json."""
+from fashion_vae import atomic, params, prepared, training
+from fashion_vae.errors import stage_main
+from fashion_vae.evaluation import evaluate
+
+METRICS_PATH = "metrics/eval.json"
+
+
+@stage_main
+def main() -> None:
+    cfg = params.load()
+    eval_params = cfg["evaluate"]
+    training.configure_runtime(eval_params["seed"], cfg["train"]["threads"])
+    model = training.load_model("models/vae.keras", cfg["model"])
+    train = prepared.load_split("data/prepared/train.npz")
+    test = prepared.load_split("data/prepared/test.npz")
+    metrics = evaluate(model, train, test, eval_params)
+    atomic.write_json(METRICS_PATH, metrics)
+    knn = ", ".join(f"{k}-NN {v:.4f}" for k, v in metrics["knn_accuracy"].items())
+    print(
+        f"evaluate: -ELBO {metrics['neg_elbo']:.2f}, IWAE(K={metrics['iwae_samples']}) "
+        f"{metrics['iwae_nll']:.2f} nats/image; {knn}; silhouette {metrics['silhouette']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
