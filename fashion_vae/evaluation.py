@@ -28,8 +28,7 @@ def encode(model: VAE, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarra
 
     @tf.function(reduce_retracing=True)
     def heads(batch):
-        z_mean, z_log_var, _ = model.encoder(batch, training=False)
-        return z_mean, z_log_var
+        return model.encoder.heads(batch)
 
     parts = [heads(x[s]) for s in _batches(len(x), batch_size)]
     return (
@@ -49,7 +48,7 @@ def elbo_terms(model: VAE, x: np.ndarray, batch_size: int, seed: int) -> dict[st
 
     @tf.function(reduce_retracing=True)
     def terms(batch, eps):
-        z_mean, z_log_var, _ = model.encoder(batch, training=False)
+        z_mean, z_log_var = model.encoder.heads(batch)
         z = z_mean + tf.exp(0.5 * z_log_var) * eps
         return (
             bce_per_image(batch, model.decoder.logits(z)),
@@ -77,7 +76,7 @@ def iwae_nll(model: VAE, x: np.ndarray, k: int, batch_size: int, seed: int) -> n
     @tf.function(reduce_retracing=True)
     def log_weights(batch, eps):
         # batch: (B, 28, 28, 1); eps: (B, S, d) -> log w: (B, S)
-        z_mean, z_log_var, _ = model.encoder(batch, training=False)
+        z_mean, z_log_var = model.encoder.heads(batch)
         z = z_mean[:, None, :] + tf.exp(0.5 * z_log_var)[:, None, :] * eps
         b, s, d = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
         logits = model.decoder.logits(tf.reshape(z, (b * s, d)))

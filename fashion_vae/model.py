@@ -84,13 +84,16 @@ class Encoder(keras.Model):
         self.z_log_var.build((None, self.dense_units))
         self.built = True
 
-    def call(self, x, training=None):
+    def heads(self, x):
+        """(z_mean, z_log_var) of q(z|x), without drawing a sample."""
         h = x
         for conv in self.convs:
             h = conv(h)
         h = self.hidden(self.flatten(h))
-        z_mean = self.z_mean(h)
-        z_log_var = self.z_log_var(h)
+        return self.z_mean(h), self.z_log_var(h)
+
+    def call(self, x, training=None):
+        z_mean, z_log_var = self.heads(x)
         return z_mean, z_log_var, self.sampling([z_mean, z_log_var])
 
     def get_config(self):

@@ -35,12 +35,12 @@ def _integer(value: Any, low: int | None, high: int | None) -> int:
     return value
 
 
-def _number(value: Any, low: float | None, high: float | None, low_open: bool) -> float:
+def _number(value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError
-    if high is not None and value > high:
+    if high is not None and (value >= high if high_open else value > high):
         raise ValueError
     return float(value)
 
@@ -55,14 +55,16 @@ def integer(low: int | None = None, high: int | None = None, optional: bool = Fa
     return Rule(expected, lambda v: _integer(v, low, high), optional)
 
 
-def number(low: float | None = None, high: float | None = None, low_open: bool = False) -> Rule:
+def number(
+    low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False
+) -> Rule:
     if low is None:
         expected = "a number"
     elif high is None:
         expected = f"a number {'>' if low_open else '>='} {low}"
     else:
-        expected = f"a number in {'(' if low_open else '['}{low}, {high}]"
-    return Rule(expected, lambda v: _number(v, low, high, low_open))
+        expected = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return Rule(expected, lambda v: _number(v, low, high, low_open, high_open))
 
 
 def choice(*options: str) -> Rule:
@@ -138,7 +140,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "seed": integer(0),
         "manifold_n": integer(1, 64),
         "manifold_spacing": choice("quantile", "range"),
-        "manifold_quantile": number(0, 0.5, low_open=True),
+        "manifold_quantile": number(0, 0.5, low_open=True, high_open=True),
         "manifold_range": number(0, low_open=True),
         "reconstructions_per_class": integer(1, 20),
         "samples_n": integer(1, 400),

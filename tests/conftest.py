@@ -1,0 +1,110 @@
+"""Shared fixtures: real data, and throw-away copies of the project driven by real DVC."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent  # the venv running pytest holds dvc too
+
+# A small real subset with tiny epochs, set through params.yaml like any user would.
+SMALL_PARAMS = {
+    "prepare": {"limit_train": 3000, "limit_test": 1000, "val_size": 300},
+    "train": {"epochs": 2, "batch_size": 64},
+    "evaluate": {"iwae_samples": 16},
+    "plot": {"manifold_n": 6, "samples_n": 16, "reconstructions_per_class": 1, "dpi": 60},
+}
+
+
+def project_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+        DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd`` with the project's venv on PATH; output captured as text."""
+    result = subprocess.run(
+        cmd, cwd=cwd, env=kwargs.pop("env", project_env()), capture_output=True, text=True,
+        timeout=timeout, **kwargs,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(project: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    return run([str(BIN_DIR / "dvc"), *args], project, check=check, timeout=timeout)
+
+
+def update_params(project: Path, overrides: dict) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def project_files() -> list[str]:
+    """Files of the project as a clone would have them (tracked + new, not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    return [f for f in listed if f and (REPO_ROOT / f).is_file()]
+
+
+def make_project(dest: Path, overrides: dict | None = None, commit: bool = True) -> Path:
+    """Copy the project into ``dest`` as a fresh git + DVC repository on the small subset."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in project_files():
+        if name == "dvc.lock" or name.startswith(("metrics/", "tests/", "benchmarks/", "docs/")):
+            continue  # start with no results: the pipeline must make them
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, target)
+    update_params(dest, overrides if overrides is not None else SMALL_PARAMS)
+    if commit:
+        run(["git", "init", "-q", "-b", "main"], dest)
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "baseline"], dest)
+    return dest
+
+
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    """Names of the stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="session")
+def small_pipeline(tmp_path_factory) -> Path:
+    """A project copy on the small real subset, after a full `dvc repro`."""
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    dvc(project, "repro")
+    return project
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory) -> Path:
+    """A directory holding the four verified official files (data/raw, or fetched)."""
+    local = REPO_ROOT / "data" / "raw"
+    from fashion_vae import dataset
+
+    if all((local / spec.name).exists() for spec in dataset.RAW_FILES.values()):
+        return local
+    out = tmp_path_factory.mktemp("raw")
+    sources = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["fetch"]["sources"]
+    dataset.fetch_all(sources, out, timeout_s=60)
+    return out
