@@ -76,6 +76,9 @@ def make_project(dest: Path, overrides: dict | None = None, commit: bool = True)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, target)
     update_params(dest, overrides if overrides is not None else SMALL_PARAMS)
+    template = REPO_ROOT / ".dvc" / "plots" / "offline.html"  # generated at set-up, gitignored
+    if template.exists():
+        shutil.copy2(template, dest / ".dvc" / "plots" / "offline.html")
     if commit:
         run(["git", "init", "-q", "-b", "main"], dest)
         run(["git", "add", "-A"], dest)

@@ -1,0 +1,193 @@
+"""End to end: the real DVC CLI on a small real subset, as a user drives it.
+
+One project copy goes through the whole workflow in order: repro, no-op, selective
+re-runs, byte-identical retraining, experiments and diffs, a queued sweep, and a
+remote round trip into a fresh clone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import dvc, make_project, run, stages_run, update_params
+
+pytestmark = pytest.mark.e2e
+
+ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "encode", "plot"]
+OUTPUTS = [
+    "data/raw/train-images-idx3-ubyte.gz",
+    "data/raw/t10k-labels-idx1-ubyte.gz",
+    "data/prepared/train.npz",
+    "data/prepared/val.npz",
+    "data/prepared/test.npz",
+    "models/vae.keras",
+    "metrics/train.json",
+    "metrics/training/metrics.json",
+    "metrics/training/plots/metrics/train/loss.tsv",
+    "metrics/training/plots/metrics/eval/loss.tsv",
+    "metrics/eval.json",
+    "data/latent/test_latent.csv",
+    "plots/manifold.png",
+    "plots/clusters.png",
+    "plots/reconstructions.png",
+    "plots/samples.png",
+]
+CACHED_OUTPUTS = [o for o in OUTPUTS if not o.startswith("metrics/")]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", message], project)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("e2e") / "project")
+
+
+def test_repro_runs_all_six_stages(project):
+    result = dvc(project, "repro")
+    assert stages_run(result) == ALL_STAGES
+    for name in OUTPUTS:
+        assert (project / name).is_file(), name
+    assert "up to date" in dvc(project, "status").stdout
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()  # keyed by "" (the workspace) in DVC 3.67
+    files = workspace["data"]
+    train = files["metrics/train.json"]["data"]
+    evaluation = files["metrics/eval.json"]["data"]
+    assert train["epochs"] == 2 and train["val"]["loss"] > 0
+    assert evaluation["iwae_samples"] == 16 and evaluation["iwae_nll"] <= evaluation["neg_elbo"] + 1.0
+    assert set(evaluation["knn_accuracy"]) == {"k1", "k5"}
+    assert files["metrics/training/metrics.json"]["data"]["step"] == 1
+    table = dvc(project, "metrics", "show").stdout
+    assert "metrics/eval.json" in table and "metrics/train.json" in table
+
+
+def test_second_repro_runs_nothing(project):
+    result = dvc(project, "repro")
+    assert stages_run(result) == []
+    assert "Data and pipelines are up to date." in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ({"plot": {"manifold_n": 5}}, ["plot"]),
+        ({"evaluate": {"iwae_samples": 12}}, ["evaluate"]),
+        ({"train": {"learning_rate": 0.002}}, ["train", "evaluate", "encode", "plot"]),
+    ],
+    ids=["plot-param", "iwae-k", "train-param"],
+)
+def test_a_param_change_reruns_only_dependent_stages(project, override, expected):
+    update_params(project, override)
+    assert sorted(stages_run(dvc(project, "repro"))) == sorted(expected)
+    assert stages_run(dvc(project, "repro")) == []
+
+
+def test_forced_retrain_is_byte_identical(project):
+    git_commit(project, "baseline results")
+    before = {name: digest(project / name) for name in CACHED_OUTPUTS}
+    assert stages_run(dvc(project, "repro", "-f", "train")) == ["fetch", "prepare", "train"]
+    after = {name: digest(project / name) for name in CACHED_OUTPUTS}
+    assert after == before
+    result = dvc(project, "repro")
+    assert stages_run(result) == []  # identical model: evaluate, encode, plot are skipped
+    # Only the wall-clock timings in metrics/train.json (and their hash in dvc.lock) differ.
+    changed = {line[3:] for line in run(["git", "status", "--porcelain"], project).stdout.splitlines()}
+    assert changed <= {"dvc.lock", "metrics/train.json"}
+    git_commit(project, "re-run train")
+
+
+def exp_rows(project: Path) -> list[dict]:
+    """Flattened `dvc exp show --json`: one dict per experiment with params and metrics."""
+    rows = []
+
+    def visit(entry):
+        data = entry.get("data") or {}
+        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+        metrics = {name: m.get("data", {}) for name, m in (data.get("metrics") or {}).items()}
+        rows.append({"rev": entry.get("rev"), "name": entry.get("name"), "params": params, "metrics": metrics})
+        for group in entry.get("experiments") or []:
+            for rev in group.get("revs", []):
+                visit(rev)
+
+    for entry in json.loads(dvc(project, "exp", "show", "--json").stdout):
+        visit(entry)
+    return rows
+
+
+def test_experiment_run_and_diffs(project):
+    result = dvc(project, "exp", "run", "-n", "three-epochs", "-S", "train.epochs=3")
+    assert sorted(stages_run(result)) == ["encode", "evaluate", "plot", "train"]
+    rows = {row["name"]: row for row in exp_rows(project)}
+    exp = rows["three-epochs"]
+    assert exp["params"]["train"]["epochs"] == 3
+    assert exp["metrics"]["metrics/train.json"]["epochs"] == 3
+    assert "iwae_nll" in exp["metrics"]["metrics/eval.json"]
+
+    dvc(project, "exp", "apply", "three-epochs")
+    params_diff = json.loads(dvc(project, "params", "diff", "HEAD", "--json").stdout)
+    assert params_diff["params.yaml"]["train.epochs"] == {"old": 2, "new": 3}
+    metrics_diff = json.loads(dvc(project, "metrics", "diff", "HEAD", "--json").stdout)
+    assert metrics_diff["metrics/train.json"]["epochs"] == {"old": 2, "new": 3, "diff": 1}
+    assert "neg_elbo" in metrics_diff["metrics/eval.json"]
+    out = project / "diff_page"
+    dvc(project, "plots", "diff", "HEAD", "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "HEAD" in page and "workspace" in page
+    assert page.count("<img") >= 8  # four images for each of the two revisions
+    run(["git", "checkout", "--", "."], project)
+    dvc(project, "checkout")
+
+
+def test_queued_sweep(project):
+    dvc(project, "exp", "run", "--queue", "-S", "model.latent_dim=2,4", "-S", "train.epochs=1")
+    dvc(project, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline:
+            status = dvc(project, "queue", "status").stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+        else:
+            pytest.fail(f"queue did not finish:\n{status}")
+    finally:
+        dvc(project, "queue", "stop", "--kill", check=False)
+    assert "Failed" not in status, dvc(project, "queue", "logs", status.split()[-1], check=False).stdout
+    latent_dims = sorted(
+        row["params"]["model"]["latent_dim"]
+        for row in exp_rows(project)
+        if row["params"].get("train", {}).get("epochs") == 1
+    )
+    assert latent_dims == [2, 4]
+
+
+def test_remote_round_trip_restores_everything(project, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "-d", "storage", str(remote))
+    git_commit(project, "add a DVC remote")
+    dvc(project, "push")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    dvc(clone, "pull")
+    for name in OUTPUTS:
+        assert (clone / name).is_file(), name
+        assert digest(clone / name) == digest(project / name), name
+    assert "up to date" in dvc(clone, "status").stdout
+    assert stages_run(dvc(clone, "repro")) == []  # nothing retrains
+
+
+def test_params_file_is_unchanged_by_the_workflow(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["train"]["epochs"] == 2 and params["model"]["latent_dim"] == 2
