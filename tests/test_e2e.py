@@ -102,9 +102,10 @@ def test_forced_retrain_is_byte_identical(project):
     assert after == before
     result = dvc(project, "repro")
     assert stages_run(result) == []  # identical model: evaluate, encode, plot are skipped
-    # Only the wall-clock timings in metrics/train.json (and their hash in dvc.lock) differ.
+    # Only uncached metrics may differ: wall-clock timings in metrics/train.json, and
+    # float noise in the logged validation curve (TensorFlow's first evaluation pass).
     changed = {line[3:] for line in run(["git", "status", "--porcelain"], project).stdout.splitlines()}
-    assert changed <= {"dvc.lock", "metrics/train.json"}
+    assert all(name == "dvc.lock" or name.startswith("metrics/train") for name in changed), changed
     git_commit(project, "re-run train")
 
 
@@ -137,7 +138,7 @@ def test_experiment_run_and_diffs(project):
 
     dvc(project, "exp", "apply", "three-epochs")
     params_diff = json.loads(dvc(project, "params", "diff", "HEAD", "--json").stdout)
-    assert params_diff["params.yaml"]["train.epochs"] == {"old": 2, "new": 3}
+    assert params_diff["params.yaml"]["train.epochs"] == {"old": 2, "new": 3, "diff": 1}
     metrics_diff = json.loads(dvc(project, "metrics", "diff", "HEAD", "--json").stdout)
     assert metrics_diff["metrics/train.json"]["epochs"] == {"old": 2, "new": 3, "diff": 1}
     assert "neg_elbo" in metrics_diff["metrics/eval.json"]
