@@ -14,8 +14,15 @@ class PipelineError(Exception):
     """
 
 
+INTERRUPTED = "interrupted (Ctrl-C); outputs are only replaced by complete files, re-run the stage"
+
+
 def stage_main(func: Callable[[], None]) -> Callable[[], None]:
-    """Wrap a stage's ``main`` so a :class:`PipelineError` exits 1 with one line."""
+    """Wrap a stage's ``main`` so a :class:`PipelineError` exits 1 with one line.
+
+    Ctrl-C (SIGINT) likewise ends with one line and exit status 130, not a traceback;
+    outputs are written atomically, so an interrupted stage leaves the previous ones.
+    """
 
     @functools.wraps(func)
     def wrapper() -> None:
@@ -25,5 +32,8 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
             message = " ".join(str(err).split())  # always exactly one line
             print(f"error: {message}", file=sys.stderr)
             sys.exit(1)
+        except KeyboardInterrupt:
+            print(f"error: {INTERRUPTED}", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

@@ -43,6 +43,25 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise PipelineError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None
     if "z0" not in frame or "label" not in frame or "class_name" not in frame:
         raise PipelineError(f"{path}: expected columns index, z0.., log_var0.., label, class_name")
+    if frame.empty:
+        raise PipelineError(f"{path}: holds no rows; re-run the encode stage (dvc repro encode)")
+    z_columns = [c for c in frame.columns if c.startswith("z") and c[1:].isdigit()]
+    for column in z_columns:
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            row = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise PipelineError(
+                f"{path}: column {column} data row {row + 1} is {str(frame[column].iloc[row])!r}; "
+                "expected a finite number"
+            )
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    valid = labels.isin(range(len(CLASS_NAMES)))
+    if not valid.all():
+        row = int(np.flatnonzero(~valid.to_numpy())[0])
+        raise PipelineError(
+            f"{path}: column label data row {row + 1} is {str(frame['label'].iloc[row])!r}; "
+            f"expected a class 0..{len(CLASS_NAMES) - 1}"
+        )
     return frame
 
 

@@ -7,6 +7,7 @@ names the key, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,22 @@ import yaml
 from fashion_vae.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading ``1e-05`` as a float (YAML 1.2, as DVC does).
+
+    PyYAML follows YAML 1.1, where a float needs a dot, so ``1e-05`` would be a string;
+    but DVC (ruamel.yaml) writes small floats that way, e.g. after
+    ``dvc exp run -S train.learning_rate=1e-5``.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass(frozen=True)
@@ -210,7 +227,7 @@ def load(path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: cannot read ({err.__class__.__name__}: {err})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -5,6 +5,8 @@ labels 0..9) and ``class_names``. Loading never unpickles and checks every array
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from fashion_vae.dataset import CLASS_NAMES
 from fashion_vae.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # first bytes of a zip archive (the second: empty)
 IMAGE_SHAPE = (28, 28, 1)
 
 
@@ -74,12 +77,23 @@ def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Load and check one prepared split; any defect is a one-line error naming the file."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        with path.open("rb") as handle:
+            # np.load takes any non-zip bytes for a pickle (and suggests unpickling them).
+            if handle.read(4) not in ZIP_MAGIC:
+                raise PipelineError(
+                    f"{path}: not a readable .npz file (no zip header); re-run the prepare stage "
+                    "(dvc repro prepare)"
+                )
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; run the prepare stage (dvc repro prepare)") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise PipelineError(f"{path}: not a readable .npz file ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # truncated, corrupt
+        raise PipelineError(
+            f"{path}: not a readable .npz file ({' '.join(str(err).split())}); re-run the prepare stage "
+            "(dvc repro prepare)"
+        ) from None
     for key in ("x", "y"):
         if key not in arrays:
             raise PipelineError(f"{path}: array {key!r} missing; expected arrays x, y, class_names")
@@ -94,6 +108,8 @@ def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{path}: holds no images")
     if y.max() >= len(CLASS_NAMES):
         raise PipelineError(f"{path}: label {int(y.max())} outside 0..{len(CLASS_NAMES) - 1}")
+    if not np.isfinite(x).all():
+        raise PipelineError(f"{path}: x holds NaN or infinite pixel values; expected values within [0, 1]")
     lo, hi = float(x.min()), float(x.max())
     if not (0.0 <= lo and hi <= 1.0):
         raise PipelineError(f"{path}: pixel values span [{lo}, {hi}]; expected within [0, 1]")

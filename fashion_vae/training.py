@@ -198,6 +198,11 @@ def load_model(path: str | Path, expected_model_params: dict | None = None) -> V
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: missing; run the train stage (dvc repro train)")
+    if not zipfile.is_zipfile(path):  # else Keras reports a truncated file as "File not found"
+        raise PipelineError(
+            f"{path}: not a loadable Keras model (not a complete .keras zip archive: truncated or "
+            "corrupted); restore it with dvc checkout or re-run the train stage (dvc repro train)"
+        )
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt or foreign files
@@ -205,6 +210,10 @@ def load_model(path: str | Path, expected_model_params: dict | None = None) -> V
         raise PipelineError(f"{path}: not a loadable Keras model ({type(err).__name__}: {reason})") from None
     if not isinstance(model, VAE):
         raise PipelineError(f"{path}: holds a {type(model).__name__}, not this project's VAE")
+    if not all(np.isfinite(weights).all() for weights in model.get_weights()):
+        raise PipelineError(
+            f"{path}: model weights contain NaN or infinity; re-run the train stage (dvc repro train)"
+        )
     if expected_model_params is not None:
         for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units"):
             saved, wanted = getattr(model, key), expected_model_params[key]
