@@ -16,7 +16,7 @@ BIN_DIR = Path(sys.executable).parent  # the venv running pytest holds dvc too
 # A small real subset with tiny epochs, set through params.yaml like any user would.
 SMALL_PARAMS = {
     "prepare": {"limit_train": 3000, "limit_test": 1000, "val_size": 300},
-    "train": {"epochs": 2, "batch_size": 64},
+    "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "evaluate": {"iwae_samples": 16},
     "plot": {"manifold_n": 6, "samples_n": 16, "reconstructions_per_class": 1, "dpi": 60},
 }
