@@ -201,14 +201,19 @@ class Case:
     expect: str  # regex the one error line must match
 
 
-def set_param(key: str, value) -> Fault:
+def set_params(values: dict) -> Fault:
     def fault(ws: Workspace) -> None:
-        params = ws.params()
-        section, name = key.split(".")
-        params[section][name] = value
+        params = ws.params()  # the pristine params, changed in several keys at once
+        for key, value in values.items():
+            section, name = key.split(".")
+            params[section][name] = value
         ws.write_params(params)
 
     return fault
+
+
+def set_param(key: str, value) -> Fault:
+    return set_params({key: value})
 
 
 def drop_param(key: str) -> Fault:
@@ -497,6 +502,12 @@ STAGE_CASES = [
     # The latent CSV the plot stage reads.
     Case("latents-not-numeric", "plot", latent_text,
          r"^error: data/latent/test_latent\.csv: column z0 data row 5 is 'abc'; expected a finite number$"),
+    # Training divergence: the largest allowed learning rate, constant, on batches of 8
+    # drives the loss to NaN within the first epoch (seeded, so on every run).
+    Case("train-diverges-nan-loss", "train",
+         set_params({"train.learning_rate": 1.0, "train.lr_schedule": "constant", "train.batch_size": 8}),
+         r"^error: training diverged at epoch 1: non-finite loss \(.*\bloss=nan.*\); "
+         r"lower train\.learning_rate or check the data$"),
 ]
 
 
