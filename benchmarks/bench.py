@@ -587,8 +587,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke run (~1 min): small subsets, 2 reps, no dvc")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT.relative_to(ROOT)})")
-    p.add_argument("--train-images", type=int, help="train images per timed epoch (default 10240; quick 1024)")
-    p.add_argument("--reps", type=int, help="interleaved timed epochs per configuration (default 5; quick 2)")
+    p.add_argument("--train-images", type=int, help="train images per timed epoch (default 8192; quick 1024)")
+    p.add_argument("--reps", type=int, help="interleaved timed epochs per configuration (default 4; quick 2)")
     p.add_argument("--iwae-images", type=int, help="test images for the IWAE pass (default 32; quick 2)")
     p.add_argument("--skip-dvc", action="store_true", help="do not time `dvc repro` (always skipped with --quick)")
     p.add_argument("--skip-memory", action="store_true", help="do not run the 1-epoch training child")
@@ -606,8 +606,8 @@ def main(argv=None) -> dict:
     if args.plain_worker:
         return plain_worker(*args.plain_worker)
     quick = args.quick
-    n_train = args.train_images or (1024 if quick else 10240)
-    reps = args.reps or (2 if quick else 5)
+    n_train = args.train_images or (1024 if quick else 8192)
+    reps = args.reps or (2 if quick else 4)
     n_iwae = args.iwae_images or (2 if quick else 32)
 
     os.chdir(ROOT)
