@@ -619,24 +619,6 @@ def test_sigkill_train_stage_mid_epoch(ws):
     assert_unchanged(ws, before, ignore=(STAGING + "/",))
 
 
-def test_ctrl_c_train_stage_mid_epoch(ws):
-    """SIGINT (Ctrl-C) of `python -m stages.train`: one line, exit 130, outputs and no staging left."""
-    with_long_training(ws)
-    before = ws.snapshot()
-    log = ws.scratch / "sigint-stage.log"
-    proc = start(ws, [sys.executable, "-m", "stages.train"], log)
-    try:
-        wait_for(proc, log, r"^Epoch 1/50")
-        time.sleep(1.0)
-        code = stop(proc, signal.SIGINT)
-    finally:
-        kill_group_if_alive(proc)
-    result = subprocess.CompletedProcess(proc.args, code, stdout="", stderr=log.read_text(errors="replace"))
-    assert_clear_failure(result, r"^error: interrupted \(Ctrl-C\); outputs are only replaced by complete")
-    assert code == 130
-    assert_unchanged(ws, before)  # the staging directory is gone too
-
-
 def test_sigkill_dvc_repro_then_checkout_then_second_repro_is_locked_out(ws):
     """Two cases sharing the slow part, training:
 
