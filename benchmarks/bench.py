@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results.json"
 
 # The keras.io example's architecture ("seed"), trained at batch 128.
-SEED_MODEL = {"latent_dim": 2, "conv_filters": [32, 64], "kernel_size": 3, "dense_units": 16, "beta": 1.0}
+SEED_MODEL = {"latent_dim": 2, "conv_filters": [32, 64], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0, "beta": 1.0}
 SEED_BATCH = 128
 REFERENCE_MFLOP = {"forward": 13.3, "train": 39.9}  # issue 6, seed architecture
 
@@ -133,7 +133,10 @@ def flops_per_image(model_params: dict, side: int = 28) -> dict:
     macs["encoder.heads"] = 2 * dense * latent
     rev = filters[::-1]
     s = side // 2 ** len(filters)
-    macs["decoder.project"] = latent * s * s * rev[0]
+    hidden = model_params.get("decoder_dense_units", 0)
+    if hidden:
+        macs["decoder.hidden"] = latent * hidden
+    macs["decoder.project"] = (hidden or latent) * s * s * rev[0]
     c = rev[0]
     for i, f in enumerate(rev):
         macs[f"decoder.deconv{i}"] = s * s * k * k * c * f

@@ -109,19 +109,27 @@ class Encoder(keras.Model):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Decoder(keras.Model):
-    """z -> image probabilities: dense to 7x7xC, strided Conv2DTranspose+ReLU, sigmoid."""
+    """z -> image probabilities: dense to 7x7xC, strided Conv2DTranspose+ReLU, sigmoid.
+
+    ``dense_units`` > 0 adds a hidden Dense+ReLU layer before the projection, mirroring
+    the encoder's. Without it the 7x7xC map is ReLU of an affine function of z, so a
+    2-D latent can only move it along two directions; 0 is the seed's decoder.
+    """
 
     def __init__(
         self,
         latent_dim: int = 2,
         conv_filters: tuple[int, ...] = (32, 64),
         kernel_size: int = 3,
+        dense_units: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.conv_filters = list(conv_filters)
         self.kernel_size = kernel_size
+        self.dense_units = dense_units
+        self.hidden = layers.Dense(dense_units, activation="relu", name="hidden") if dense_units else None
         # Mirror of the encoder: widest map first, so 7x7xC -> 14x14 -> 28x28.
         filters = self.conv_filters[::-1]
         side = IMAGE_SHAPE[0] // 2 ** len(filters)
@@ -136,7 +144,9 @@ class Decoder(keras.Model):
         self.to_logits = layers.Conv2DTranspose(1, kernel_size, padding="same", name="logits")
 
     def build(self, input_shape=None):
-        self.project.build((None, self.latent_dim))
+        if self.hidden is not None:
+            self.hidden.build((None, self.latent_dim))
+        self.project.build((None, self.dense_units or self.latent_dim))
         shape = (None, *self.map_shape)
         for deconv in self.deconvs:
             deconv.build(shape)
@@ -145,6 +155,8 @@ class Decoder(keras.Model):
         self.built = True
 
     def logits(self, z):
+        if self.hidden is not None:
+            z = self.hidden(z)
         h = self.reshape(self.project(z))
         for deconv in self.deconvs:
             h = deconv(h)
@@ -159,6 +171,7 @@ class Decoder(keras.Model):
             "latent_dim": self.latent_dim,
             "conv_filters": self.conv_filters,
             "kernel_size": self.kernel_size,
+            "dense_units": self.dense_units,
         }
 
 
@@ -184,6 +197,7 @@ class VAE(keras.Model):
         dense_units: int = 16,
         beta: float = 1.0,
         seed: int | None = None,
+        decoder_dense_units: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,10 +205,11 @@ class VAE(keras.Model):
         self.conv_filters = list(conv_filters)
         self.kernel_size = kernel_size
         self.dense_units = dense_units
+        self.decoder_dense_units = decoder_dense_units
         self.beta = float(beta)
         self.seed = seed
         self.encoder = Encoder(latent_dim, conv_filters, kernel_size, dense_units, seed, name="encoder")
-        self.decoder = Decoder(latent_dim, conv_filters, kernel_size, name="decoder")
+        self.decoder = Decoder(latent_dim, conv_filters, kernel_size, decoder_dense_units, name="decoder")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
@@ -247,6 +262,7 @@ class VAE(keras.Model):
             "conv_filters": self.conv_filters,
             "kernel_size": self.kernel_size,
             "dense_units": self.dense_units,
+            "decoder_dense_units": self.decoder_dense_units,
             "beta": self.beta,
             "seed": self.seed,
         }
@@ -259,6 +275,7 @@ def build_vae(model_params: dict, seed: int) -> VAE:
         conv_filters=model_params["conv_filters"],
         kernel_size=model_params["kernel_size"],
         dense_units=model_params["dense_units"],
+        decoder_dense_units=model_params["decoder_dense_units"],
         beta=model_params["beta"],
         seed=seed,
     )

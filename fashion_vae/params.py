@@ -134,6 +134,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "conv_filters": int_list(1, length=2),
         "kernel_size": integer(1, 7),
         "dense_units": integer(1),
+        "decoder_dense_units": integer(0),
         "beta": number(0),
     },
     "train": {

@@ -22,6 +22,16 @@ from fashion_vae.model import VAE, build_vae
 INTEROP_THREADS = 1  # independent ops are rare in this graph; 1 keeps results stable
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels (see fashion_vae/__init__.py).
+
+    Their results differ from Eigen's in the last bits, so train.json records it.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def configure_runtime(seed: int, threads: int) -> None:
     """Seed everything and make TensorFlow deterministic with pinned thread counts.
 
@@ -50,7 +60,13 @@ def make_dataset(x: np.ndarray, batch_size: int, seed: int | None = None, shuffl
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     # Full batches only in training: one static shape, one traced graph.
-    return ds.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=shuffle).prefetch(2)
+    # No tf.data autotuning: the end of fit() waits for its thread's next wake-up (those
+    # come 10 ms * 2^k after the iterator starts, then every 60 s), an idle stall of
+    # seconds to a minute. A fixed 2-batch prefetch keeps the step fed.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def learning_rate(train_params: dict, steps_per_epoch: int):
@@ -159,6 +175,7 @@ def train(
         "epochs": len(timer.epoch_seconds),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "train_images_per_second": round(timer.steady_images_per_second(), 1),
+        "onednn": onednn_enabled(),
     }
     return vae, summary
 
@@ -215,7 +232,7 @@ def load_model(path: str | Path, expected_model_params: dict | None = None) -> V
             f"{path}: model weights contain NaN or infinity; re-run the train stage (dvc repro train)"
         )
     if expected_model_params is not None:
-        for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units"):
+        for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units", "decoder_dense_units"):
             saved, wanted = getattr(model, key), expected_model_params[key]
             if saved != wanted:
                 raise PipelineError(

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     from fashion_vae import dataset, prepared, training
     raw_dir, out = sys.argv[1], sys.argv[2]
     x = prepared.normalise(dataset.load_raw(raw_dir, "train_images")[:640])
-    model_params = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "beta": 1.0}
+    model_params = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0, "beta": 1.0}
     train_params = {"seed": 1, "epochs": 3, "batch_size": 64, "learning_rate": 0.003, "lr_schedule": "constant",
                     "warmup_epochs": 0, "steps_per_execution": 1, "threads": 2, "distribute": "mirrored"}
     losses = []

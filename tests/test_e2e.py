@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc, make_project, run, stages_run, update_params
+from tests.conftest import dvc, make_project, run, stages_run, update_params
 
 pytestmark = pytest.mark.e2e
 

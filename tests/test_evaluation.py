@@ -7,7 +7,7 @@ from scipy.special import logsumexp
 from fashion_vae import evaluation, prepared
 from fashion_vae.model import build_vae
 
-MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "beta": 1.0}
+MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0, "beta": 1.0}
 
 
 @pytest.fixture(scope="module")

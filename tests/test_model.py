@@ -7,7 +7,7 @@ import tensorflow as tf
 from fashion_vae import prepared, training
 from fashion_vae.model import VAE, Decoder, Encoder, Sampling, build_vae
 
-MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "beta": 1.0}
+MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0, "beta": 1.0}
 TRAIN = {
     "seed": 3, "epochs": 2, "batch_size": 32, "learning_rate": 0.003, "lr_schedule": "constant",
     "warmup_epochs": 0, "steps_per_execution": 1, "threads": 2, "distribute": "none",
@@ -38,6 +38,22 @@ def test_encoder_and_decoder_shapes(latent_dim):
     assert out.shape == (5, 28, 28, 1)
     assert np.all((out > 0) & (out < 1))
     assert decoder.logits(z).shape == (5, 28, 28, 1)
+
+
+def test_decoder_hidden_layer():
+    z = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    seed_decoder = Decoder(latent_dim=2, conv_filters=[8, 16])
+    seed_decoder(z)
+    assert seed_decoder.hidden is None
+    assert seed_decoder.project.kernel.shape == (2, 7 * 7 * 16)
+    decoder = Decoder(latent_dim=2, conv_filters=[8, 16], dense_units=24)
+    assert decoder(z).shape == (4, 28, 28, 1)
+    assert decoder.hidden.kernel.shape == (2, 24)
+    assert decoder.project.kernel.shape == (24, 7 * 7 * 16)
+    # The projection sees ReLU(z W + b), computed here with numpy.
+    w, b = (np.asarray(v) for v in decoder.hidden.weights)
+    np.testing.assert_allclose(decoder.hidden(z), np.maximum(z @ w + b, 0), rtol=1e-5, atol=1e-6)
+    assert len(decoder.trainable_weights) == len(seed_decoder.trainable_weights) + 2
 
 
 def test_sampling_moments_and_gradients():
@@ -86,8 +102,9 @@ def test_step_losses_match_numpy(real_images, step):
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
-def test_save_load_round_trip(tmp_path, real_images):
-    model = build_vae(MODEL, seed=1)
+@pytest.mark.parametrize("decoder_dense_units", [0, 24])
+def test_save_load_round_trip(tmp_path, real_images, decoder_dense_units):
+    model = build_vae({**MODEL, "decoder_dense_units": decoder_dense_units}, seed=1)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(real_images[:64], epochs=1, batch_size=32, verbose=0)
     path = tmp_path / "vae.keras"
@@ -164,6 +181,8 @@ def test_load_model_checks_params(tmp_path):
 
     with pytest.raises(PipelineError, match=r"model has latent_dim = 2 but params.yaml has model.latent_dim = 4"):
         training.load_model(tmp_path / "m.keras", {**MODEL, "latent_dim": 4})
+    with pytest.raises(PipelineError, match=r"decoder_dense_units = 0 but params.yaml has model.decoder_dense_units = 64"):
+        training.load_model(tmp_path / "m.keras", {**MODEL, "decoder_dense_units": 64})
     (tmp_path / "bad.keras").write_bytes((tmp_path / "m.keras").read_bytes()[:500])
     with pytest.raises(PipelineError, match="bad.keras: not a loadable Keras model"):
         training.load_model(tmp_path / "bad.keras")
