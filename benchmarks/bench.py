@@ -4,7 +4,7 @@
                                [--train-images N] [--reps R] [--iwae-images N]
                                [--skip-dvc] [--skip-memory] [--no-plain-same-runtime]
 
-One run, on the real prepared data (about 6 minutes on 2 cores; --quick about 1), measures:
+One run, on the real prepared data (about 2 minutes on a quiet 2-core machine; --quick under 1), measures:
 
 * steady-state training throughput (images/s, achieved GFLOP/s) of the project's own
   train step (``fashion_vae.training``: the VAE compiled as ``train()`` compiles it,
@@ -314,18 +314,15 @@ def project_runner(name: str, model_params: dict, train_params: dict, x: np.ndar
 
     batch_size = train_params["batch_size"]
     steps = len(x) // batch_size
-    compile_fn = getattr(training, "compile_vae", None)  # if training ever factors it out
-    if compile_fn is not None:
-        vae = compile_fn(model_params, train_params, steps)
-    else:
-        vae = build_vae(model_params, train_params["seed"])
-        vae.compile(
-            optimizer=keras.optimizers.Adam(training.learning_rate(train_params, steps)),
-            steps_per_execution=min(train_params["steps_per_execution"], steps),
-        )
+    vae = build_vae(model_params, train_params["seed"])
+    vae.compile(
+        optimizer=keras.optimizers.Adam(training.learning_rate(train_params, steps)),
+        steps_per_execution=min(train_params["steps_per_execution"], steps),
+    )
     dataset = training.make_dataset(x, batch_size, train_params["seed"], shuffle=True)
     flop = flops_per_image(model_params)["train_flop"]
-    runner = Runner(name, steps * batch_size, EpochFitter(vae, dataset), flop, batch_size,
+    # shuffle=False as in training.train: the tf.data pipeline shuffles, seeded.
+    runner = Runner(name, steps * batch_size, EpochFitter(vae, dataset, shuffle=False), flop, batch_size,
                     "fashion_vae.training runtime (configure_runtime: pinned threads, op determinism)")
     runner.model = vae
     return runner
