@@ -6,14 +6,10 @@ parameter, serialisable classes, and a loss computed from logits for stability.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers, ops  # noqa: E402
+# The package's __init__ has set the backend and TensorFlow's CPU options by now.
+import keras
+import tensorflow as tf
+from keras import layers, ops
 
 PACKAGE = "fashion_vae"
 IMAGE_SHAPE = (28, 28, 1)
