@@ -21,8 +21,6 @@ TAG = "SWEEP-RESULT "
 
 
 def run_one(overrides: dict) -> dict:
-    import fashion_vae  # noqa: F401  TensorFlow's CPU options, as in the stages
-
     from fashion_vae import evaluation, params, prepared, training
 
     cfg = params.load()
