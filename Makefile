@@ -12,7 +12,10 @@ setup:
 repro: setup
 	dvc repro
 
-test: setup
+# The whole suite, browser tests included: set-up also installs Debian's chromium where apt
+# exists (`make test WITH_BROWSER=0` leaves it out; the browser tests then skip and say so).
+test:
+	@WITH_BROWSER=$(or $(WITH_BROWSER),1) bash scripts/setup.sh
 	python -m pytest
 
 test-fast: setup

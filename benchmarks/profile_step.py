@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.bench import SEED_MODEL, flops_per_image  # noqa: E402
+from benchmarks.flops import SEED_MODEL, flops_per_image  # noqa: E402
 from fashion_vae import params, prepared, training  # noqa: E402
 from fashion_vae.model import build_vae  # noqa: E402
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import sys
 import urllib.request
 import zlib
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_vae import atomic, idx
+from fashion_vae import atomic, files, idx
 from fashion_vae.errors import PipelineError
 
 CLASS_NAMES = (
@@ -68,11 +69,18 @@ HOW_TO_GET_DATA = (
 
 
 def decompress_verified(blob: bytes, spec: RawFile, origin: str) -> bytes:
-    """Decompress ``blob`` and check size and SHA-256; return the IDX bytes."""
+    """Decompress ``blob`` and check size and SHA-256; return the IDX bytes.
+
+    At most one byte more than the official size is decompressed, so a small
+    "decompression bomb" cannot use memory without bound.
+    """
     try:
-        data = gzip.decompress(blob)
+        with gzip.GzipFile(fileobj=io.BytesIO(blob)) as stream:
+            data = stream.read(spec.size + 1)
     except (OSError, EOFError, zlib.error) as err:
         raise PipelineError(f"{origin}: not a complete gzip file ({err})") from None
+    if len(data) > spec.size:
+        raise PipelineError(f"{origin}: decompresses to more than {spec.size} bytes; expected {spec.size}")
     if len(data) != spec.size:
         raise PipelineError(f"{origin}: decompressed size {len(data)} bytes; expected {spec.size}")
     digest = hashlib.sha256(data).hexdigest()
@@ -95,6 +103,8 @@ def read_source(source: str, file_name: str, timeout_s: float) -> bytes:
         except (OSError, ValueError) as err:
             raise PipelineError(f"{url}: download failed ({err})") from None
     path = Path(source) / file_name
+    if path.exists():  # a FIFO or /dev/zero in a source directory would be read without end
+        files.require_regular_file(path, files.RAW_GZ_MAX_BYTES, "fix or remove it")
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -138,9 +148,10 @@ def load_raw(raw_dir: str | Path, key: str) -> np.ndarray:
     """Read one verified raw file from ``raw_dir`` as a uint8 array."""
     spec = RAW_FILES[key]
     path = Path(raw_dir) / spec.name
+    hint = "run the fetch stage (dvc repro fetch)"
     try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing; run the fetch stage (dvc repro fetch)") from None
+        blob = files.require_regular_file(path, files.RAW_GZ_MAX_BYTES, hint).read_bytes()
+    except OSError as err:  # removed since the check, or not readable
+        raise PipelineError(f"{path}: unreadable ({err.strerror}); {hint}") from None
     data = decompress_verified(blob, spec, str(path))
     return idx.parse(data, str(path), spec.shape)

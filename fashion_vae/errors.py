@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -15,6 +16,17 @@ class PipelineError(Exception):
 
 
 INTERRUPTED = "interrupted (Ctrl-C); outputs are only replaced by complete files, re-run the stage"
+# Under `dvc repro` / `dvc exp run`, DVC deleted the stage's outputs before running it.
+INTERRUPTED_UNDER_DVC = (
+    "interrupted (Ctrl-C); DVC removed stage '{stage}''s outputs before running it: `dvc checkout` restores "
+    "the cached ones and `git checkout -- metrics` the rest, or re-run `dvc repro`"
+)
+
+
+def interrupted_message() -> str:
+    """What is true after Ctrl-C: DVC sets DVC_STAGE for the commands it runs."""
+    stage = os.environ.get("DVC_STAGE")
+    return INTERRUPTED_UNDER_DVC.format(stage=stage) if stage else INTERRUPTED
 
 
 def stage_main(func: Callable[[], None]) -> Callable[[], None]:
@@ -32,8 +44,12 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
             message = " ".join(str(err).split())  # always exactly one line
             print(f"error: {message}", file=sys.stderr)
             sys.exit(1)
+        except OSError as err:  # last resort for I/O the stage did not anticipate (a full disk)
+            where = err.filename or "I/O"
+            print(f"error: {where}: {err.strerror or err}; outputs are only replaced by complete files", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
-            print(f"error: {INTERRUPTED}", file=sys.stderr)
+            print(f"error: {interrupted_message()}", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from fashion_vae import quiet_tensorflow  # noqa: F401  (first: loads TensorFlow without start-up noise)
+import numpy as np  # noqa: E402
 import tensorflow as tf
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from fashion_vae.dataset import CLASS_NAMES
-from fashion_vae.model import VAE, bce_per_image, kl_per_image
+from fashion_vae.errors import PipelineError
+from fashion_vae.model import VAE, bce_per_image
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -44,7 +46,10 @@ def decode(model: VAE, z: np.ndarray, batch_size: int = 1000) -> np.ndarray:
 
 
 def elbo_terms(model: VAE, x: np.ndarray, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Per-image reconstruction BCE (z ~ q(z|x) and z = z_mean) and KL, in nats."""
+    """Per-image reconstruction BCE (z ~ q(z|x) and z = z_mean) and KL, in nats.
+
+    KL is to the model's prior: closed form for N(0, I), else log q(z|x) - log p(z) at the sampled z.
+    """
 
     @tf.function(reduce_retracing=True)
     def terms(batch, eps):
@@ -53,7 +58,7 @@ def elbo_terms(model: VAE, x: np.ndarray, batch_size: int, seed: int) -> dict[st
         return (
             bce_per_image(batch, model.decoder.logits(z)),
             bce_per_image(batch, model.decoder.logits(z_mean)),
-            kl_per_image(z_mean, z_log_var),
+            model.kl_terms(z_mean, z_log_var, z),
         )
 
     rng = np.random.default_rng(seed)
@@ -82,7 +87,7 @@ def iwae_nll(model: VAE, x: np.ndarray, k: int, batch_size: int, seed: int) -> n
         logits = model.decoder.logits(tf.reshape(z, (b * s, d)))
         targets = tf.repeat(batch, s, axis=0)
         log_px_z = -tf.reshape(bce_per_image(targets, logits), (b, s))
-        log_pz = -0.5 * tf.reduce_sum(tf.square(z) + LOG_2PI, axis=-1)
+        log_pz = model.prior.log_prob(z)  # the model's own prior p(z)
         log_qz_x = -0.5 * tf.reduce_sum(tf.square(eps) + z_log_var[:, None, :] + LOG_2PI, axis=-1)
         return log_px_z + log_pz - log_qz_x
 
@@ -114,6 +119,33 @@ def per_class_mean(values: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {name: float(values[y == c].mean()) for c, name in enumerate(CLASS_NAMES) if np.any(y == c)}
 
 
+# What `dvc exp show` lists for every experiment; the rest goes to metrics/eval_details.json.
+HEADLINE = ("iwae_nll", "neg_elbo", "reconstruction", "kl", "knn_accuracy", "silhouette")
+
+
+def split_metrics(metrics: dict) -> tuple[dict, dict]:
+    """(headline, details) of :func:`evaluate`'s metrics: each number goes to exactly one file."""
+    return (
+        {key: metrics[key] for key in HEADLINE},
+        {key: value for key, value in metrics.items() if key not in HEADLINE},
+    )
+
+
+def check_sizes(n_train: int, y_test: np.ndarray, knn_k: list[int]) -> None:
+    """Fail before the expensive passes if the k-NN or silhouette scores cannot be computed."""
+    if max(knn_k) > n_train:
+        raise PipelineError(
+            f"evaluate.knn_k = {max(knn_k)} is more than the {n_train} training images the k-NN "
+            "classifier is fitted on; lower it or prepare more training images"
+        )
+    n_classes = len(np.unique(y_test))
+    if not 2 <= n_classes < len(y_test):
+        raise PipelineError(
+            f"the test split holds {len(y_test)} images of {n_classes} classes; the silhouette score needs "
+            "at least 2 classes and more images than classes (raise prepare.limit_test)"
+        )
+
+
 def evaluate(
     model: VAE,
     train: tuple[np.ndarray, np.ndarray],
@@ -122,6 +154,7 @@ def evaluate(
 ) -> dict:
     """All test-set metrics of the evaluate stage, as a JSON-ready dict."""
     (x_train, y_train), (x_test, y_test) = train, test
+    check_sizes(len(x_train), y_test, eval_params["knn_k"])
     seed, batch_size = eval_params["seed"], eval_params["batch_size"]
     terms = elbo_terms(model, x_test, batch_size, seed)
     nll = iwae_nll(model, x_test, eval_params["iwae_samples"], batch_size, seed)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashion_vae import atomic
+from fashion_vae import atomic, files
 from fashion_vae.dataset import CLASS_NAMES
 from fashion_vae.errors import PipelineError
 
@@ -32,28 +32,90 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
         frame.to_csv(handle, index=False, float_format="%.6g")
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read and check a latent CSV; returns the frame."""
-    path = Path(path)
+ENCODE_HINT = "re-run the encode stage (dvc repro encode)"
+
+
+def columns(latent_dim: int) -> list[str]:
+    """The exact header of a latent CSV for ``latent_dim``."""
+    return [
+        "index", *(f"z{i}" for i in range(latent_dim)), *(f"log_var{i}" for i in range(latent_dim)),
+        "label", "class_name",
+    ]
+
+
+def _describe_columns(latent_dim: int) -> str:
+    if latent_dim == 1:
+        return "index, z0, log_var0, label, class_name"
+    last = latent_dim - 1
+    return f"index, z0..z{last}, log_var0..log_var{last}, label, class_name"
+
+
+def _check_columns(frame: pd.DataFrame, path: Path, latent_dim: int | None) -> None:
+    found = [str(c) for c in frame.columns]
+    if latent_dim is None:  # no model to compare with: as many z columns as the file has
+        latent_dim = sum(1 for c in found if c.startswith("z") and c[1:].isdigit())
+        if latent_dim == 0:
+            raise PipelineError(
+                f"{path}: no column z0; expected columns index, z0..z(d-1), log_var0..log_var(d-1), label, "
+                f"class_name; {ENCODE_HINT}"
+            )
+        source = f"latent_dim = {latent_dim}"
+    else:
+        source = f"the model's latent_dim = {latent_dim}"
+    expected = columns(latent_dim)
+    if found == expected:
+        return
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    problems = [f"missing column {', '.join(missing)}"] if missing else []
+    problems += [f"unexpected column {', '.join(extra)}"] if extra else []
+    problem = "; ".join(problems) or f"columns in the order {', '.join(found)}"
+    raise PipelineError(
+        f"{path}: {problem}; expected columns {_describe_columns(latent_dim)} for {source}; {ENCODE_HINT}"
+    )
+
+
+def _check_finite(frame: pd.DataFrame, path: Path, column: str) -> None:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise PipelineError(
+            f"{path}: column {column} data row {row + 1} is {str(frame[column].iloc[row])!r}; "
+            "expected a finite number"
+        )
+
+
+def read_csv(
+    path: str | Path,
+    latent_dim: int | None = None,
+    expected_labels: np.ndarray | None = None,
+    labels_source: str = "the test split",
+) -> pd.DataFrame:
+    """Read and check a latent CSV; returns the frame.
+
+    Checked: a regular file of sane size; exactly the columns of ``columns(latent_dim)``;
+    finite numbers; labels 0..9; and, given ``expected_labels`` (the test split's, read
+    from ``labels_source``), one row per test image with the same labels in the same order,
+    so a stale or foreign CSV is refused instead of plotted.
+    """
+    hint = "run the encode stage (dvc repro encode)"
+    path = files.require_regular_file(path, files.LATENT_CSV_MAX_BYTES, hint)
     try:
         frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing; run the encode stage (dvc repro encode)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None
-    if "z0" not in frame or "label" not in frame or "class_name" not in frame:
-        raise PipelineError(f"{path}: expected columns index, z0.., log_var0.., label, class_name")
+    except OSError as err:
+        raise PipelineError(f"{path}: unreadable ({err.strerror}); {ENCODE_HINT}") from None
+    _check_columns(frame, path, latent_dim)
     if frame.empty:
-        raise PipelineError(f"{path}: holds no rows; re-run the encode stage (dvc repro encode)")
-    z_columns = [c for c in frame.columns if c.startswith("z") and c[1:].isdigit()]
-    for column in z_columns:
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            row = int(np.flatnonzero(~np.isfinite(values))[0])
-            raise PipelineError(
-                f"{path}: column {column} data row {row + 1} is {str(frame[column].iloc[row])!r}; "
-                "expected a finite number"
-            )
+        raise PipelineError(f"{path}: holds no rows; {ENCODE_HINT}")
+    if expected_labels is not None and len(frame) != len(expected_labels):
+        raise PipelineError(
+            f"{path}: {len(frame)} data rows but {labels_source} has {len(expected_labels)} images; "
+            + ENCODE_HINT
+        )
+    for column in frame.columns[1:-2]:  # z0.., log_var0..
+        _check_finite(frame, path, column)
     labels = pd.to_numeric(frame["label"], errors="coerce")
     valid = labels.isin(range(len(CLASS_NAMES)))
     if not valid.all():
@@ -62,6 +124,22 @@ def read_csv(path: str | Path) -> pd.DataFrame:
             f"{path}: column label data row {row + 1} is {str(frame['label'].iloc[row])!r}; "
             f"expected a class 0..{len(CLASS_NAMES) - 1}"
         )
+    index = pd.to_numeric(frame["index"], errors="coerce").to_numpy()
+    wrong = np.flatnonzero(index != np.arange(len(frame)))
+    if len(wrong):
+        row = int(wrong[0])
+        raise PipelineError(
+            f"{path}: column index data row {row + 1} is {str(frame['index'].iloc[row])!r}; expected {row}"
+        )
+    if expected_labels is not None:
+        differ = np.flatnonzero(labels.to_numpy() != np.asarray(expected_labels))
+        if len(differ):
+            row = int(differ[0])
+            raise PipelineError(
+                f"{path}: data row {row + 1} has label {int(labels.iloc[row])} but image {row} of "
+                f"{labels_source} has label {int(expected_labels[row])} ({len(differ)} rows differ); "
+                + ENCODE_HINT
+            )
     return frame
 
 

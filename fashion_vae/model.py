@@ -3,16 +3,32 @@
 Follows the keras.io VAE example (2 strided convs -> dense -> z_mean / z_log_var;
 dense -> 7x7xC -> 2 strided transposed convs -> sigmoid), with every size a
 parameter, serialisable classes, and a loss computed from logits for stability.
+
+The prior p(z) is a layer of its own (fashion_vae/priors.py): the standard normal
+(analytic KL, the keras.io example's loss), or a learned one whose KL is estimated at
+the sampled z. Training maximises the ELBO or, with ``objective="iwae"``, the
+importance-weighted bound with K samples per image. Losses and log-densities are
+computed in float32 under a mixed-precision policy too.
 """
 from __future__ import annotations
 
+import contextlib
+import math
+
 # The package's __init__ has set the backend and TensorFlow's CPU options by now.
-import keras
+from fashion_vae import quiet_tensorflow  # noqa: F401  (first: loads TensorFlow without start-up noise)
+import keras  # noqa: E402
 import tensorflow as tf
 from keras import layers, ops
 
+from fashion_vae.priors import PRIORS, as_float32, diagonal_normal_log_prob, make_prior
+
 PACKAGE = "fashion_vae"
 IMAGE_SHAPE = (28, 28, 1)
+OBJECTIVES = ("elbo", "iwae")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Model keys older callers may leave out (the params file always has them).
+MODEL_DEFAULTS = {"prior": "normal", "prior_components": 10}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -67,7 +83,8 @@ class Encoder(keras.Model):
         self.hidden = layers.Dense(dense_units, activation="relu", name="hidden")
         self.z_mean = layers.Dense(latent_dim, name="z_mean")
         self.z_log_var = layers.Dense(latent_dim, name="z_log_var")
-        self.sampling = Sampling(seed, name="sampling")
+        # float32 even under mixed precision: z feeds the float32 log-densities.
+        self.sampling = Sampling(seed, name="sampling", dtype="float32")
 
     def build(self, input_shape=(None, *IMAGE_SHAPE)):
         shape = tuple(input_shape)
@@ -183,7 +200,12 @@ def kl_per_image(z_mean, z_log_var):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VAE(keras.Model):
-    """Encoder + decoder trained on reconstruction BCE + beta * KL."""
+    """Encoder + decoder + prior, trained on reconstruction BCE + beta * KL (or the IWAE bound).
+
+    ``objective="iwae"`` decodes ``iwae_samples`` (K) z per image in one batch of B*K and
+    minimises -log (1/K) sum_k p(x|z_k) p(z_k)^beta / q(z_k|x)^beta; with beta = 1 that is
+    the importance-weighted bound, and with K = 1 it is the ELBO with the Monte Carlo KL.
+    """
 
     def __init__(
         self,
@@ -194,9 +216,15 @@ class VAE(keras.Model):
         beta: float = 1.0,
         seed: int | None = None,
         decoder_dense_units: int = 0,
+        prior: str = "normal",
+        prior_components: int = 10,
+        objective: str = "elbo",
+        iwae_samples: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if prior not in PRIORS or objective not in OBJECTIVES or iwae_samples < 1 or prior_components < 1:
+            raise ValueError(f"VAE: bad prior={prior!r}/{prior_components}, objective={objective!r}/{iwae_samples}")
         self.latent_dim = latent_dim
         self.conv_filters = list(conv_filters)
         self.kernel_size = kernel_size
@@ -206,6 +234,13 @@ class VAE(keras.Model):
         self.seed = seed
         self.encoder = Encoder(latent_dim, conv_filters, kernel_size, dense_units, seed, name="encoder")
         self.decoder = Decoder(latent_dim, conv_filters, kernel_size, decoder_dense_units, name="decoder")
+        self.prior_name = prior
+        self.prior_components = prior_components
+        self.objective = objective
+        self.iwae_samples = iwae_samples
+        self.prior = make_prior(prior, latent_dim, prior_components, seed, name="prior")
+        if prior == "vamp":
+            self.prior.use_encoder(self.encoder.heads)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
@@ -213,6 +248,7 @@ class VAE(keras.Model):
     def build(self, input_shape=(None, *IMAGE_SHAPE)):
         self.encoder.build(input_shape)
         self.decoder.build((None, self.latent_dim))
+        self.prior.build()
         self.built = True
 
     @property
@@ -224,12 +260,34 @@ class VAE(keras.Model):
         _, _, z = self.encoder(x, training=training)
         return self.decoder(z, training=training)
 
+    def kl_terms(self, z_mean, z_log_var, z):
+        """KL(q(z|x) || p(z)) per image: closed form for N(0, I), else log q(z|x) - log p(z) at z."""
+        z_mean, z_log_var = as_float32(z_mean), as_float32(z_log_var)
+        if self.prior.analytic_kl:
+            return kl_per_image(z_mean, z_log_var)
+        return diagonal_normal_log_prob(as_float32(z), z_mean, z_log_var) - self.prior.log_prob(z)
+
     def compute_losses(self, x, training=None):
-        """Batch means of reconstruction BCE, KL and the beta-weighted total."""
+        """Batch means of the loss (beta-weighted negative ELBO or IWAE bound), reconstruction BCE and KL."""
+        if self.objective == "iwae":
+            return self._iwae_losses(x)
         z_mean, z_log_var, z = self.encoder(x, training=training)
-        reconstruction = ops.mean(bce_per_image(x, self.decoder.logits(z)))
-        kl = ops.mean(kl_per_image(z_mean, z_log_var))
+        reconstruction = ops.mean(bce_per_image(x, as_float32(self.decoder.logits(z))))
+        kl = ops.mean(self.kl_terms(z_mean, z_log_var, z))
         return reconstruction + self.beta * kl, reconstruction, kl
+
+    def _iwae_losses(self, x):
+        """The K-sample bound; reconstruction and KL are their means over all B*K samples."""
+        k = self.iwae_samples
+        z_mean, z_log_var = (as_float32(t) for t in self.encoder.heads(x))
+        # Image-major: rows i*K .. i*K+K-1 are image i's K samples, decoded in one batch.
+        mean_k, log_var_k = ops.repeat(z_mean, k, axis=0), ops.repeat(z_log_var, k, axis=0)
+        z = self.encoder.sampling([mean_k, log_var_k])
+        bce = bce_per_image(ops.repeat(x, k, axis=0), as_float32(self.decoder.logits(z)))
+        kl = diagonal_normal_log_prob(z, mean_k, log_var_k) - self.prior.log_prob(z)
+        log_w = ops.reshape(-bce - self.beta * kl, (-1, k))
+        bound = ops.logsumexp(log_w, axis=1) - math.log(k)
+        return -ops.mean(bound), ops.mean(bce), ops.mean(kl)
 
     def _record(self, loss, reconstruction, kl):
         self.loss_tracker.update_state(loss)
@@ -243,6 +301,8 @@ class VAE(keras.Model):
             loss, reconstruction, kl = self.compute_losses(x, training=True)
             # Under tf.distribute each replica sees part of the batch; gradients are summed.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            # mixed_float16: Keras wraps the optimizer in a LossScaleOptimizer; else a no-op.
+            scaled = self.optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
         return self._record(loss, reconstruction, kl)
@@ -261,11 +321,16 @@ class VAE(keras.Model):
             "decoder_dense_units": self.decoder_dense_units,
             "beta": self.beta,
             "seed": self.seed,
+            "prior": self.prior_name,
+            "prior_components": self.prior_components,
+            "objective": self.objective,
+            "iwae_samples": self.iwae_samples,
         }
 
 
-def build_vae(model_params: dict, seed: int) -> VAE:
-    """A built VAE from the ``model`` section of params.yaml."""
+def build_vae(model_params: dict, seed: int, objective: str = "elbo", iwae_samples: int = 1) -> VAE:
+    """A built VAE from the ``model`` section of params.yaml (and the train objective)."""
+    model_params = {**MODEL_DEFAULTS, **model_params}
     vae = VAE(
         latent_dim=model_params["latent_dim"],
         conv_filters=model_params["conv_filters"],
@@ -274,6 +339,40 @@ def build_vae(model_params: dict, seed: int) -> VAE:
         decoder_dense_units=model_params["decoder_dense_units"],
         beta=model_params["beta"],
         seed=seed,
+        prior=model_params["prior"],
+        prior_components=model_params["prior_components"],
+        objective=objective,
+        iwae_samples=iwae_samples,
     )
     vae.build((None, *IMAGE_SHAPE))
     return vae
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Keras' global dtype policy set to ``name`` for the block, then restored (even on error).
+
+    Layers take the policy when they are created, so a model built inside the block
+    computes in it; models built afterwards, in the same process, do not.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def float32_copy(vae: VAE) -> VAE:
+    """The same VAE (config and weights) computing in float32, for a model trained in mixed precision.
+
+    Mixed precision keeps float32 weights, so nothing is rounded: the copy is what is
+    saved, and evaluate, encode and plot run it as any float32 model (no optimizer state).
+    """
+    with precision_policy("float32"):
+        copy = VAE.from_config({**vae.get_config(), "dtype": "float32"})
+        copy.build((None, *IMAGE_SHAPE))
+    copy.set_weights(vae.get_weights())
+    return copy

@@ -3,36 +3,36 @@
 Every key is declared here with its type and allowed range. Unknown keys, missing keys,
 wrong types and out-of-range values raise a :class:`PipelineError` whose single line
 names the key, the value and what is allowed.
+
+The file is parsed exactly as DVC parses it (ruamel.yaml's safe loader, YAML 1.2), so a
+stage trains with the values that ``dvc.lock`` and ``dvc params diff`` record: ``010`` is
+10 and ``off`` is a string, as they are to DVC. Duplicate keys and aliases are refused.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
+from fashion_vae import files
 from fashion_vae.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
+MAX_PARAMS_BYTES = 1 << 20  # a params file is a few KiB; refuse anything absurd before parsing
+QUOTE_CHARS = 60  # error messages quote at most this much of a bad value
+TRAIN_IMAGES = 60_000  # the official training set, before prepare's limit and validation split
+N_CLASSES = 10
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, also reading ``1e-05`` as a float (YAML 1.2, as DVC does).
-
-    PyYAML follows YAML 1.1, where a float needs a dot, so ``1e-05`` would be a string;
-    but DVC (ruamel.yaml) writes small floats that way, e.g. after
-    ``dvc exp run -S train.learning_rate=1e-5``.
-    """
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+def quote(value: Any) -> str:
+    """``repr(value)`` cut to :data:`QUOTE_CHARS`, so an error line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,15 @@ def _number(value: Any, low: float | None, high: float | None, low_open: bool, h
     return float(value)
 
 
-def integer(low: int | None = None, high: int | None = None, optional: bool = False) -> Rule:
+def integer(low: int | None = None, high: int | None = None, optional: bool = False, why: str = "") -> Rule:
     if high is None:
         expected = f"an integer >= {low}" if low is not None else "an integer"
     else:
         expected = f"an integer in [{low}, {high}]"
     if optional:
         expected += " or null"
+    if why:
+        expected += f" ({why})"
     return Rule(expected, lambda v: _integer(v, low, high), optional)
 
 
@@ -124,18 +126,22 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "timeout_s": number(0, low_open=True),
     },
     "prepare": {
-        "val_size": integer(1),
+        "val_size": integer(N_CLASSES, TRAIN_IMAGES - N_CLASSES, why="stratified: one image per class or more"),
         "seed": integer(0),
-        "limit_train": integer(1, optional=True),
-        "limit_test": integer(1, optional=True),
+        "limit_train": integer(2 * N_CLASSES, TRAIN_IMAGES, optional=True, why="two images per class or more"),
+        "limit_test": integer(
+            2 * N_CLASSES, 10_000, optional=True, why="two per class or more: the silhouette score needs them"
+        ),
     },
     "model": {
-        "latent_dim": integer(1),
+        "latent_dim": integer(2, why="the manifold and cluster plots need two latent directions"),
         "conv_filters": int_list(1, length=2),
         "kernel_size": integer(1, 7),
         "dense_units": integer(1),
         "decoder_dense_units": integer(0),
         "beta": number(0),
+        "prior": choice("normal", "mixture", "vamp"),
+        "prior_components": integer(1, 1000),
     },
     "train": {
         "seed": integer(0),
@@ -144,9 +150,13 @@ SCHEMA: dict[str, dict[str, Rule]] = {
         "learning_rate": number(0, 1, low_open=True),
         "lr_schedule": choice("constant", "cosine"),
         "warmup_epochs": integer(0),
+        "objective": choice("elbo", "iwae"),
+        "iwae_samples": integer(1, 1000),
+        "precision": choice("float32", "mixed_bfloat16", "mixed_float16"),
         "steps_per_execution": integer(1),
         "threads": integer(1, 256),
-        "distribute": choice("none", "mirrored"),
+        "distribute": choice("none", "mirrored", "multi_worker"),
+        "worker_timeout_s": number(0, 86400, low_open=True),
     },
     "evaluate": {
         "seed": integer(0),
@@ -173,7 +183,9 @@ def validate(raw: Any, source: str = PARAMS_FILE) -> dict[str, dict[str, Any]]:
         raise PipelineError(f"{source}: expected a mapping of sections {sorted(SCHEMA)}, got {type(raw).__name__}")
     unknown = sorted(set(map(str, raw)) - set(SCHEMA))
     if unknown:
-        raise PipelineError(f"{source}: unknown section {unknown[0]!r}; allowed sections: {', '.join(SCHEMA)}")
+        raise PipelineError(
+            f"{source}: unknown section {quote(unknown[0])}; allowed sections: {', '.join(SCHEMA)}"
+        )
     clean: dict[str, dict[str, Any]] = {}
     for section, rules in SCHEMA.items():
         values = raw.get(section)
@@ -182,7 +194,7 @@ def validate(raw: Any, source: str = PARAMS_FILE) -> dict[str, dict[str, Any]]:
         unknown = sorted(set(map(str, values)) - set(rules))
         if unknown:
             raise PipelineError(
-                f"{source}: unknown key {section}.{unknown[0]}; allowed keys in {section!r}: {', '.join(rules)}"
+                f"{source}: unknown key {section}.{unknown[0][:QUOTE_CHARS]}; allowed keys in {section!r}: {', '.join(rules)}"
             )
         clean[section] = {}
         for key, rule in rules.items():
@@ -196,7 +208,7 @@ def validate(raw: Any, source: str = PARAMS_FILE) -> dict[str, dict[str, Any]]:
                 clean[section][key] = rule.check(value)
             except (ValueError, TypeError):
                 raise PipelineError(
-                    f"{source}: {section}.{key} = {value!r} is invalid; expected {rule.expected}"
+                    f"{source}: {section}.{key} = {quote(value)} is invalid; expected {rule.expected}"
                 ) from None
     _check_cross_field(clean, source)
     return clean
@@ -210,30 +222,68 @@ def _check_cross_field(params: dict[str, dict[str, Any]], source: str) -> None:
             f"train.epochs = {train['epochs']}"
         )
     prepare = params["prepare"]
-    limit = prepare["limit_train"]
-    if limit is not None and prepare["val_size"] >= limit:
+    limit, val_size = prepare["limit_train"], prepare["val_size"]
+    if limit is not None and val_size >= limit:
         raise PipelineError(
-            f"{source}: prepare.val_size = {prepare['val_size']} must be less than "
-            f"prepare.limit_train = {limit}"
+            f"{source}: prepare.val_size = {val_size} must be less than prepare.limit_train = {limit}"
         )
+    train_images = (limit or TRAIN_IMAGES) - val_size
+    if train_images < N_CLASSES:
+        raise PipelineError(
+            f"{source}: prepare.limit_train = {limit} leaves {train_images} training images after "
+            f"prepare.val_size = {val_size}; expected at least {N_CLASSES} (one per class)"
+        )
+    if train["objective"] == "elbo" and train["iwae_samples"] != 1:
+        raise PipelineError(
+            f"{source}: train.iwae_samples = {train['iwae_samples']} has no effect with train.objective = 'elbo'; "
+            "set train.objective to 'iwae' or train.iwae_samples to 1"
+        )
+    largest_k = max(params["evaluate"]["knn_k"])
+    if largest_k > train_images:
+        raise PipelineError(
+            f"{source}: evaluate.knn_k = {largest_k} is more than the {train_images} training images "
+            "(prepare.limit_train minus prepare.val_size) the k-NN classifier is fitted on"
+        )
+
+
+def parse(text: str, source: str = PARAMS_FILE) -> Any:
+    """Parse YAML as DVC does (ruamel.yaml, safe, YAML 1.2); refuse aliases and duplicate keys.
+
+    Aliases are refused before anything is built: nested ones ("billion laughs") would
+    expand into gigabytes the moment a value is printed or compared.
+    """
+    yaml = YAML(typ="safe")
+    try:
+        for event in yaml.parse(text):
+            if isinstance(event, AliasEvent):
+                mark = event.start_mark
+                raise PipelineError(
+                    f"{source}: YAML alias *{str(event.anchor)[:QUOTE_CHARS]} at line {mark.line + 1}, "
+                    f"column {mark.column + 1}; write each value out in full (anchors and aliases are not allowed)"
+                )
+        return yaml.load(text)
+    except MarkedYAMLError as err:
+        where = err.problem_mark or err.context_mark
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        if "duplicate key" in str(err.problem):
+            key = str(err.problem).split('"')[1] if '"' in str(err.problem) else "?"
+            raise PipelineError(
+                f"{source}: duplicate key {key[:QUOTE_CHARS]!r}{at}; each key may appear once in a mapping"
+            ) from None
+        raise PipelineError(f"{source}: not valid YAML{at}") from None
+    except YAMLError:
+        raise PipelineError(f"{source}: not valid YAML") from None
 
 
 def load(path: str | Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
     """Read and validate the whole params file."""
-    path = Path(path)
+    # A regular file of sane size: a symlink to /dev/zero or a FIFO would be read without end.
+    path = files.require_regular_file(path, MAX_PARAMS_BYTES, "run from the repository root")
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found; run from the repository root") from None
     except (OSError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: cannot read ({err.__class__.__name__}: {err})") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise PipelineError(f"{path}: not valid YAML{at}") from None
-    return validate(raw, str(path))
+    return validate(parse(text, str(path)), str(path))
 
 
 def load_section(section: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:

@@ -5,6 +5,7 @@ in pixels (no tight bounding box), and figures are closed after saving.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -154,11 +155,27 @@ def samples_figure(images: np.ndarray) -> plt.Figure:
     return fig
 
 
-def save(fig: plt.Figure, path: str | Path, dpi: int) -> None:
-    """Write ``fig`` as PNG atomically, then close it."""
+def png_bytes(fig: plt.Figure, dpi: int) -> bytes:
+    """The PNG of ``fig``; the figure is closed either way."""
     try:
-        with atomic.atomic_open(path, "wb") as handle:
-            # No Software/date stamps: same figure, same bytes.
-            fig.savefig(handle, format="png", dpi=dpi, metadata={"Software": None})
+        buffer = io.BytesIO()
+        # No Software/date stamps: same figure, same bytes.
+        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        return buffer.getvalue()
     finally:
         plt.close(fig)
+
+
+def save_all(figures: dict[str | Path, plt.Figure], dpi: int) -> None:
+    """Render every figure, then replace all the PNGs together (atomic.write_all): all or none."""
+    try:
+        pngs = {path: png_bytes(fig, dpi) for path, fig in figures.items()}
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    atomic.write_all(pngs)
+
+
+def save(fig: plt.Figure, path: str | Path, dpi: int) -> None:
+    """Write ``fig`` as PNG atomically, then close it."""
+    save_all({path: fig}, dpi)

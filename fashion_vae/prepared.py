@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fashion_vae import atomic
+from fashion_vae import atomic, files
 from fashion_vae.dataset import CLASS_NAMES
 from fashion_vae.errors import PipelineError
 
@@ -75,7 +75,8 @@ def save_split(path: str | Path, x: np.ndarray, y: np.ndarray) -> None:
 
 def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Load and check one prepared split; any defect is a one-line error naming the file."""
-    path = Path(path)
+    hint = "run the prepare stage (dvc repro prepare)"
+    path = files.require_regular_file(path, files.NPZ_MAX_BYTES, hint)
     try:
         with path.open("rb") as handle:
             # np.load takes any non-zip bytes for a pickle (and suggests unpickling them).

@@ -11,13 +11,14 @@ import time
 import zipfile
 from pathlib import Path
 
-import keras
+from fashion_vae import quiet_tensorflow  # noqa: F401  (first: loads TensorFlow without start-up noise)
+import keras  # noqa: E402
 import numpy as np
 import tensorflow as tf
 
-from fashion_vae import atomic
+from fashion_vae import atomic, distributed, files
 from fashion_vae.errors import PipelineError
-from fashion_vae.model import VAE, build_vae
+from fashion_vae.model import MODEL_DEFAULTS, VAE, build_vae, float32_copy, precision_policy
 
 INTEROP_THREADS = 1  # independent ops are rare in this graph; 1 keeps results stable
 
@@ -66,6 +67,8 @@ def make_dataset(x: np.ndarray, batch_size: int, seed: int | None = None, shuffl
     # seconds to a minute. A fixed 2-batch prefetch keeps the step fed.
     options = tf.data.Options()
     options.autotune.enabled = False
+    # Under multi_worker each worker keeps its share of every (global) batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
 
 
@@ -100,6 +103,25 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class CheckOutputSpace(keras.callbacks.Callback):
+    """Before the first epoch, check that the saved model will fit where it is written.
+
+    Saving writes a scratch copy in the temporary directory, then the model beside its
+    target; a read-only directory, a full disk or a file-size limit fails here, in
+    seconds, instead of after the whole run.
+    """
+
+    def __init__(self, directories: list[str | Path]):
+        super().__init__()
+        self.directories = [tempfile.gettempdir(), *directories]
+
+    def on_train_begin(self, logs=None):
+        # The .keras file holds the weights and Adam's two moments of each (float32), zipped.
+        size = 3 * sum(int(np.prod(w.shape)) * 4 for w in self.model.weights) + (1 << 20)
+        for directory in self.directories:
+            atomic.probe_writable(directory, size)
+
+
 class Throughput(keras.callbacks.Callback):
     """Per-epoch training time (validation excluded) and images per second."""
 
@@ -125,15 +147,7 @@ class Throughput(keras.callbacks.Callback):
         return self.images_per_epoch / statistics.median(steady)
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """``none`` -> the default strategy; ``mirrored`` -> all GPUs, else all logical CPUs."""
-    if name == "none":
-        return tf.distribute.get_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-    return tf.distribute.MirroredStrategy(devices=devices)
-
-
+@distributed.reports_worker_failures
 def train(
     model_params: dict,
     train_params: dict,
@@ -151,9 +165,13 @@ def train(
     seed = train_params["seed"]
     configure_runtime(seed, train_params["threads"])
     steps_per_epoch = len(x_train) // batch_size
-    strategy = distribution_strategy(train_params["distribute"])
-    with strategy.scope():
-        vae = build_vae(model_params, seed)
+    strategy = distributed.strategy_for(train_params)
+    precision = train_params.get("precision", "float32")
+    # Layers take the dtype policy when created, and compile() wraps the optimizer for
+    # mixed_float16's loss scaling; the policy is restored after, so it never leaks.
+    with precision_policy(precision), strategy.scope():
+        objective = train_params.get("objective", "elbo")
+        vae = build_vae(model_params, seed, objective, train_params.get("iwae_samples", 1))
         vae.compile(
             optimizer=keras.optimizers.Adam(learning_rate(train_params, steps_per_epoch)),
             steps_per_execution=min(train_params["steps_per_execution"], steps_per_epoch),
@@ -164,7 +182,7 @@ def train(
         make_dataset(x_train, batch_size, seed, shuffle=True),
         validation_data=make_dataset(x_val, batch_size),
         epochs=train_params["epochs"],
-        callbacks=[StopOnNonFiniteLoss(), timer, *callbacks],
+        callbacks=[StopOnNonFiniteLoss(), timer, *distributed.training_callbacks(), *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
@@ -177,7 +195,23 @@ def train(
         "train_images_per_second": round(timer.steady_images_per_second(), 1),
         "onednn": onednn_enabled(),
     }
+    if precision != "float32":
+        vae = float32_copy(vae)  # its float32 weights, saved and evaluated as a float32 model
     return vae, summary
+
+
+def split_summary(summary: dict) -> tuple[dict, dict]:
+    """(headline, details) of a training summary: each number goes to exactly one file.
+
+    The headline (final train and validation loss) is what `dvc exp show` lists for every
+    experiment; loss components, timings and settings go to the details file.
+    """
+    headline = {split: {"loss": summary[split]["loss"]} for split in ("train", "val")}
+    details = {
+        **{key: value for key, value in summary.items() if key not in headline},
+        **{split: {k: v for k, v in summary[split].items() if k != "loss"} for split in headline},
+    }
+    return headline, details
 
 
 def progress_verbosity() -> int:
@@ -192,6 +226,14 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     entries; both are normalised so identical weights give an identical file and
     DVC's cache and ``dvc exp`` comparisons stay meaningful.
     """
+    try:
+        data = _normalised_keras_bytes(model)
+    except OSError as err:  # Keras writes a scratch copy first: full disk or a file-size limit
+        raise atomic.write_error(path, err) from None
+    atomic.write_bytes(path, data)
+
+
+def _normalised_keras_bytes(model: keras.Model) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "model.keras"
         model.save(raw_path)
@@ -207,14 +249,12 @@ def save_model(model: keras.Model, path: str | Path) -> None:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 dst.writestr(info, data)
-    atomic.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_model(path: str | Path, expected_model_params: dict | None = None) -> VAE:
     """Load a saved VAE (Keras safe mode); check it matches the ``model`` params."""
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: missing; run the train stage (dvc repro train)")
+    path = files.require_regular_file(path, files.MODEL_MAX_BYTES, "run the train stage (dvc repro train)")
     if not zipfile.is_zipfile(path):  # else Keras reports a truncated file as "File not found"
         raise PipelineError(
             f"{path}: not a loadable Keras model (not a complete .keras zip archive: truncated or "
@@ -232,8 +272,10 @@ def load_model(path: str | Path, expected_model_params: dict | None = None) -> V
             f"{path}: model weights contain NaN or infinity; re-run the train stage (dvc repro train)"
         )
     if expected_model_params is not None:
-        for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units", "decoder_dense_units"):
-            saved, wanted = getattr(model, key), expected_model_params[key]
+        saved_config, expected = model.get_config(), {**MODEL_DEFAULTS, **expected_model_params}
+        for key in ("latent_dim", "conv_filters", "kernel_size", "dense_units", "decoder_dense_units",
+                    "prior", "prior_components"):
+            saved, wanted = saved_config[key], expected[key]
             if saved != wanted:
                 raise PipelineError(
                     f"{path}: model has {key} = {saved} but params.yaml has model.{key} = {wanted}; "

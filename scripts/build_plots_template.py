@@ -75,11 +75,13 @@ PAGE = """<!DOCTYPE html>
 </script>
 <script>
 /* Render every chart with Vega-Embed's inlined copy: SVG, no "Open in Vega Editor" (it needs the
-   network), errors shown on the page. Also collect the revisions shown for the header. */
+   network), errors shown on the page. Also collect the revisions shown for the header, and keep
+   each chart's Vega view and spec under its element id (dvcPlots.views, dvcPlots.specs) so what a
+   chart plots can be read back: its data, scales and legends (tests/test_browser.py does). */
 (function () {
   "use strict";
   var embed = window.vegaEmbed;
-  var state = window.dvcPlots = { revs: [], embeds: [], errors: [], ready: false };
+  var state = window.dvcPlots = { revs: [], embeds: [], errors: [], views: {}, specs: {}, ready: false };
   function addRev(rev) {
     if (rev !== undefined && rev !== null && rev !== "" && state.revs.indexOf(String(rev)) < 0) {
       state.revs.push(String(rev));
@@ -114,7 +116,11 @@ PAGE = """<!DOCTYPE html>
       renderer: "svg",
       actions: { export: true, source: true, compiled: true, editor: false }
     }, opts || {});
-    var done = embed(el, spec, options).catch(function (err) { showError(el, err); throw err; });
+    var id = typeof el === "string" ? el.replace(/^#/, "") : (el && el.id);
+    var done = embed(el, spec, options).then(function (result) {
+      if (id) { state.views[id] = result.view; state.specs[id] = result.spec; }
+      return result;
+    }, function (err) { showError(el, err); throw err; });
     state.embeds.push(done);
     return done;
   };

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian's Fashion-MNIST package (where apt exists), a virtual
-# environment with the pinned packages, and the offline plots page template.
+# Idempotent set-up: Debian's Fashion-MNIST package (where apt exists), Debian's chromium when
+# WITH_BROWSER=1 (`make test` sets it), a virtual environment with the pinned packages, and the
+# offline plots page template.
 # Re-running it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +31,24 @@ if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
   apt_install dataset-fashion-mnist || echo "setup: apt unavailable; fetch will try the URLs in params.yaml"
 fi
 
-if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then
-  echo "setup: installing Debian's chromium for the browser test"
-  apt_install chromium fonts-dejavu-core || echo "setup: could not install chromium"
+have_chromium() {  # the names tests/test_browser.py looks for, or CHROMIUM_PATH
+  if [ -n "${CHROMIUM_PATH:-}" ]; then [ -x "$CHROMIUM_PATH" ]; return; fi
+  command -v chromium || command -v chromium-browser || command -v google-chrome \
+    || command -v google-chrome-stable
+} >/dev/null
+
+# WITH_BROWSER=1 (`make test` sets it): the browser tests need a Chromium. When none can be
+# installed they skip, so say so loudly here; with REQUIRE_BROWSER=1 (CI) stop instead.
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! have_chromium; then
+  echo "setup: installing Debian's chromium for the browser tests"
+  if ! { apt_install chromium fonts-dejavu-core && have_chromium; }; then
+    if [ "${REQUIRE_BROWSER:-0}" = 1 ]; then
+      echo "setup: error: REQUIRE_BROWSER=1 but chromium could not be installed (apt-get install chromium, as root)" >&2
+      exit 1
+    fi
+    echo "setup: WARNING: could not install chromium (needs apt and root or sudo); the browser tests" \
+         "will be SKIPPED. Install it (apt-get install chromium) or set CHROMIUM_PATH to a Chromium." >&2
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -1,15 +1,16 @@
 """train: fit the VAE on data/prepared, log with dvclive, save models/vae.keras."""
-import shutil
 from pathlib import Path
 
-from dvclive import Live
+from fashion_vae import quiet_tensorflow  # noqa: F401  (before dvclive's Keras callback loads TensorFlow)
+from dvclive import Live  # noqa: E402
 from dvclive.keras import DVCLiveCallback
 
 from fashion_vae import atomic, params, prepared, training
 from fashion_vae.errors import stage_main
 
 MODEL_PATH = Path("models/vae.keras")
-METRICS_PATH = Path("metrics/train.json")
+METRICS_PATH = Path("metrics/train.json")  # headline: final train and validation loss
+DETAILS_PATH = Path("metrics/train_details.json")  # loss components, epochs, timings
 LIVE_DIR = Path("metrics/training")
 # dvclive writes here while training runs (watch it live); the directory replaces
 # LIVE_DIR only after a successful run, so a failed run leaves no partial metrics.
@@ -22,20 +23,27 @@ def main() -> None:
     x_train, _ = prepared.load_split("data/prepared/train.npz")
     x_val, _ = prepared.load_split("data/prepared/val.npz")
 
-    shutil.rmtree(LIVE_STAGING, ignore_errors=True)
-    live = Live(dir=str(LIVE_STAGING), dvcyaml=None, save_dvc_exp=False, report=None)
-    try:
-        model, summary = training.train(
-            cfg["model"], cfg["train"], x_train, x_val,
-            callbacks=[DVCLiveCallback(live=live)],
-            verbose=training.progress_verbosity(),
-        )
-    except BaseException:
-        shutil.rmtree(LIVE_STAGING, ignore_errors=True)
-        raise
-    training.save_model(model, MODEL_PATH)
-    atomic.write_json(METRICS_PATH, summary)
-    atomic.replace_dir(LIVE_STAGING, LIVE_DIR)
+    # One writer at a time: a second train stage in this workspace (outside DVC's own
+    # lock) stops at once instead of interleaving its curves and model with ours.
+    with atomic.exclusive_lock(MODEL_PATH.parent, "another train stage"):
+        atomic.remove_path(LIVE_STAGING)  # a killed run's scratch (ours, whatever it holds)
+        try:
+            live = Live(dir=str(LIVE_STAGING), dvcyaml=None, save_dvc_exp=False, report=None)
+            model, summary = training.train(
+                cfg["model"], cfg["train"], x_train, x_val,
+                callbacks=[
+                    training.CheckOutputSpace([MODEL_PATH.parent, METRICS_PATH.parent]),
+                    DVCLiveCallback(live=live),
+                ],
+                verbose=training.progress_verbosity(),
+            )
+            training.save_model(model, MODEL_PATH)
+            headline, details = training.split_summary(summary)
+            atomic.write_json(METRICS_PATH, headline)
+            atomic.write_json(DETAILS_PATH, details)
+            atomic.replace_dir(LIVE_STAGING, LIVE_DIR)
+        finally:
+            atomic.remove_path(LIVE_STAGING)
     print(
         f"train: {summary['epochs']} epochs in {summary['wall_seconds']} s, "
         f"val loss {summary['val']['loss']:.2f}, {summary['train_images_per_second']} images/s"

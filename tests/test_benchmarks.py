@@ -1,10 +1,14 @@
-"""The benchmark's own arithmetic: FLOP counts and the profile's layer coverage."""
+"""The benchmark's own machinery: FLOP counts, interleaving, statistics, import order, profile coverage."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from benchmarks.bench import SEED_MODEL, flops_per_image
+from benchmarks.flops import SEED_MODEL, flops_per_image
+from benchmarks.interleave import Runner, bench_training, summarise
+from tests.conftest import REPO_ROOT, project_env
 
 
 def test_seed_flops_match_the_issue_reference():
@@ -21,12 +25,52 @@ def test_decoder_hidden_layer_flops():
     assert wider - base == 2 * (2 * hidden + (hidden - 2) * 7 * 7 * 64)
 
 
+def test_configurations_are_timed_alternately_after_one_untimed_warm_up():
+    calls = []
+
+    def epoch_of(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds.pop(0)
+        return run
+
+    # The first value of each list is the warm-up epoch's, which must not be counted.
+    a = Runner("A", 1000, epoch_of("A", [99.0, 1.0, 2.0, 4.0]), train_flop=1e6, batch_size=10)
+    b = Runner("B", 500, epoch_of("B", [99.0, 0.5, 0.5, 1.0]), train_flop=2e6, batch_size=20)
+    results = bench_training([a, b], reps=3, peak_gflops=1.0)
+
+    assert calls == ["A", "B", "A", "B", "A", "B", "A", "B"]
+    assert results["A"]["epoch_seconds"] == [1.0, 2.0, 4.0]
+    assert results["A"]["images_per_second"]["median"] == 500.0
+    assert results["B"]["images_per_second"] == {"median": 1000.0, "min": 500.0, "max": 1000.0, "n": 3}
+    assert results["B"]["gflops"]["median"] == pytest.approx(1000.0 * 2e6 / 1e9)
+    assert results["B"]["fraction_of_matmul_peak"] == pytest.approx(2.0)
+
+
+def test_summary_gives_quartiles_only_from_four_values():
+    assert "iqr" not in summarise([3.0, 1.0, 2.0])
+    summary = summarise([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert summary["median"] == 3.0 and (summary["min"], summary["max"]) == (1.0, 5.0)
+    assert summary["iqr"] == [2.0, 4.0]
+
+
+def test_importing_the_benchmark_leaves_tensorflow_unloaded():
+    # --onednn and the plain child's TensorFlow defaults only work if TensorFlow (and
+    # fashion_vae, which sets TensorFlow options) load after the command line is read.
+    code = ("import sys, benchmarks.bench; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'fashion_vae') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=project_env(), capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("decoder_dense_units", [0, 32])
 def test_profile_times_every_weighted_layer(decoder_dense_units):
     from benchmarks.profile_step import layer_chain
     from fashion_vae.model import build_vae
 
-    vae = build_vae({**SEED_MODEL, "conv_filters": [8, 16], "decoder_dense_units": decoder_dense_units}, seed=0)
+    small = {**SEED_MODEL, "conv_filters": [8, 16], "decoder_dense_units": decoder_dense_units}
+    vae = build_vae(small, seed=0)
     chain = layer_chain(vae, np.zeros((2, 28, 28, 1), np.float32))
     profiled = {id(w) for _, layer, _ in chain for w in layer.trainable_weights}
     assert profiled == {id(w) for w in vae.trainable_weights}

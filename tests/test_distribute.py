@@ -1,9 +1,21 @@
-"""tf.distribute: MirroredStrategy over two logical CPU devices trains, saves and loads."""
+"""tf.distribute: MirroredStrategy on two logical CPUs; multi_worker's TF_CONFIG checks,
+chief detection, the local cluster helper and the split of every global batch.
+
+The multi-worker training stage itself, end to end, is in tests/test_multi_worker.py.
+"""
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+import pytest
+
+from fashion_vae import cluster as local_cluster
+from fashion_vae import distributed
+from fashion_vae.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +58,165 @@ def test_mirrored_strategy_on_two_logical_cpus(raw_dir, tmp_path):
     assert len(losses) == 3 and losses[-1] < losses[0] - 20
     assert report["reload_identical"]
     assert (tmp_path / "vae.keras").stat().st_size > 0
+
+
+TWO = ["127.0.0.1:2222", "127.0.0.1:2223"]
+
+
+def tf_config(workers=TWO, index=0, task_type="worker", **extra) -> str:
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": task_type, "index": index}, **extra})
+
+
+def test_valid_tf_config_names_this_worker():
+    cluster = distributed.parse_tf_config(tf_config(index=1))
+    assert cluster.workers == tuple(TWO) and cluster.index == 1 and cluster.size == 2
+    assert not cluster.is_chief and cluster.describe() == "worker 1 of 2 (127.0.0.1:2223)"
+    assert distributed.parse_tf_config(tf_config(["[::1]:80", "host-b.example:65535"])).is_chief
+
+
+BAD_TF_CONFIGS = [
+    ("{not json", r"^TF_CONFIG: not valid JSON \("),
+    ("[1, 2]", r"^TF_CONFIG: expected a JSON object with 'cluster' and 'task', got list$"),
+    (json.dumps({"task": {"type": "worker", "index": 0}}), r"^TF_CONFIG: no 'cluster' \(expected"),
+    (json.dumps({"cluster": {}, "task": {"type": "worker", "index": 0}}), r"^TF_CONFIG: no 'cluster'"),
+    (json.dumps({"cluster": {"worker": TWO}}), r"^TF_CONFIG: no 'task' \(expected"),
+    (tf_config(index=2), r"^TF_CONFIG: task\.index 2 is out of range; cluster\.worker has 2 workers \(0 to 1\)$"),
+    (tf_config(index=-1), r"^TF_CONFIG: task\.index -1 is out of range"),
+    (tf_config(index="0"), r"^TF_CONFIG: task\.index is '0'; expected an integer$"),
+    (tf_config(index=True), r"^TF_CONFIG: task\.index is True; expected an integer$"),
+    (tf_config(task_type="chief"), r"^TF_CONFIG: task\.type is 'chief'; expected 'worker'$"),
+    (tf_config(task_type="evaluator"), r"^TF_CONFIG: task\.type is 'evaluator'; expected 'worker'$"),
+    (json.dumps({"cluster": {"worker": TWO, "ps": ["h:1"]}, "task": {"type": "worker", "index": 0}}),
+     r"^TF_CONFIG: cluster has a 'ps' job; only 'worker' is supported \(worker 0 is the chief\)$"),
+    (json.dumps({"cluster": {"chief": ["h:1"], "worker": TWO}, "task": {"type": "worker", "index": 0}}),
+     r"^TF_CONFIG: cluster has a 'chief' job; only 'worker' is supported"),
+    (tf_config([]), r"^TF_CONFIG: cluster\.worker must be a non-empty list"),
+    (tf_config("127.0.0.1:2222"), r"^TF_CONFIG: cluster\.worker must be a non-empty list"),
+    (tf_config(["127.0.0.1"]), r"^TF_CONFIG: cluster\.worker has '127\.0\.0\.1'; expected \"host:port\""),
+    (tf_config(["127.0.0.1:0"]), r"^TF_CONFIG: cluster\.worker has '127\.0\.0\.1:0'; expected \"host:port\""),
+    (tf_config(["h:70000"]), r"^TF_CONFIG: cluster\.worker has 'h:70000'"),
+    (tf_config(["h:1", 5]), r"^TF_CONFIG: cluster\.worker has 5; expected"),
+    (tf_config(["h:1", "h:1"]), r"^TF_CONFIG: cluster\.worker lists 'h:1' more than once$"),
+    (tf_config(tasks=1), r"^TF_CONFIG: unknown key 'tasks'; expected 'cluster' and 'task'$"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_TF_CONFIGS)
+def test_bad_tf_config_is_one_line_naming_the_fault(text, message):
+    with pytest.raises(PipelineError, match=message) as err:
+        distributed.parse_tf_config(text)
+    assert "\n" not in str(err.value)
+
+
+def test_environment_must_match_train_distribute():
+    with_cluster = {"TF_CONFIG": tf_config(index=1)}
+    assert distributed.check_environment("multi_worker", with_cluster).index == 1
+    assert distributed.check_environment("none", {}) is None
+    assert distributed.check_environment("mirrored", {"TF_CONFIG": "  "}) is None  # empty = unset
+    with pytest.raises(PipelineError, match=r"^train\.distribute is multi_worker but TF_CONFIG is not set"):
+        distributed.check_environment("multi_worker", {})
+    # Each worker would silently train alone, and every one would write the outputs.
+    for name in ("none", "mirrored"):
+        with pytest.raises(PipelineError, match=(
+            rf"^TF_CONFIG is set \(worker 1 of 2 \(127\.0\.0\.1:2223\)\) but params\.yaml has "
+            rf"train\.distribute = {name}; set train\.distribute: multi_worker, or unset TF_CONFIG"
+        )):
+            distributed.check_environment(name, with_cluster)
+
+
+def test_only_worker_zero_or_a_single_machine_is_chief():
+    assert distributed.is_chief(environ={})
+    assert distributed.is_chief(environ={"TF_CONFIG": tf_config(index=0)})
+    assert not distributed.is_chief(environ={"TF_CONFIG": tf_config(index=1)})
+    assert not distributed.is_chief("multi_worker", {"TF_CONFIG": tf_config(index=1)})
+    with pytest.raises(PipelineError, match="task.index 5 is out of range"):
+        distributed.is_chief(environ={"TF_CONFIG": tf_config(index=5)})
+    with pytest.raises(PipelineError, match="train.distribute = none"):
+        distributed.is_chief("none", {"TF_CONFIG": tf_config(index=0)})
+
+
+def test_cluster_helper_gives_each_worker_its_own_tf_config():
+    ports = local_cluster.free_ports(3)
+    assert len(set(ports)) == 3 and all(1024 <= p < 65536 for p in ports)
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    for index in range(3):
+        parsed = distributed.parse_tf_config(local_cluster.tf_config(addresses, index))
+        assert parsed.workers == tuple(addresses) and parsed.index == index
+
+
+def test_cluster_helper_returns_the_chief_status_and_stops_the_others(tmp_path):
+    # Worker 0 fails at once; worker 1 would sleep for a minute: it is stopped, not waited for.
+    script = (
+        "import json, os, sys, time; i = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+        "print('worker', i, 'up', flush=True); time.sleep(60) if i else sys.exit(3)"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "fashion_vae.cluster", "--workers", "2", "--", sys.executable, "-c", script],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 40
+    assert "cluster: the chief has exited; stopping worker 1" in result.stderr
+    assert "[worker 1] worker 1 up" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "cluster: chief (worker 0) exited with status 3"
+
+
+def test_cluster_helper_usage_errors():
+    for args, message in [([], "give the stage command after --"), (["--", "x"], "required: --workers")]:
+        result = subprocess.run(
+            [sys.executable, "-m", "fashion_vae.cluster", *(["--workers", "2"] if not args else []), *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 2 and message in result.stderr
+
+
+SHARDING_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import numpy as np
+    from fashion_vae import distributed, training
+    training.configure_runtime(seed=3, threads=1)
+    train_params = {"distribute": "multi_worker", "worker_timeout_s": 60, "batch_size": 8}
+    strategy = distributed.strategy_for(train_params)
+    x = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) * np.ones((1, 28, 28, 1), np.float32)
+    ids = lambda batch: sorted(int(v) for v in np.asarray(batch)[:, 0, 0, 0])
+    two_epochs = lambda dataset, ids: [[ids(b) for b in dataset] for epoch in range(2)]
+    # What one machine trains on, and this worker's share, in each of two epochs:
+    global_batches = two_epochs(training.make_dataset(x, 8, seed=3, shuffle=True), ids)
+    distributed_dataset = strategy.experimental_distribute_dataset(training.make_dataset(x, 8, seed=3, shuffle=True))
+    shares = two_epochs(distributed_dataset, lambda b: ids(strategy.experimental_local_results(b)[0]))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "global": global_batches, "shares": shares}))
+    """
+)
+
+
+def test_each_worker_trains_its_own_share_of_every_global_batch():
+    """train.batch_size is the global batch: 2 workers each take half of every batch."""
+    addresses = [f"127.0.0.1:{p}" for p in local_cluster.free_ports(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARDING_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "TF_CONFIG": local_cluster.tf_config(addresses, i)},
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    reports = []
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["replicas"] == 2 for r in reports)
+    epochs = reports[0]["global"]
+    assert reports[1]["global"] == epochs and [len(e) for e in epochs] == [5, 5]
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    for epoch, global_batches in enumerate(epochs):
+        assert sorted(sum(global_batches, [])) == list(range(40))  # every image once
+        for step, batch in enumerate(global_batches):
+            first, second = (r["shares"][epoch][step] for r in reports)
+            assert len(first) == len(second) == 4
+            assert sorted(first + second) == batch  # disjoint halves of the same global batch

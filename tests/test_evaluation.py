@@ -5,6 +5,7 @@ import pytest
 from scipy.special import logsumexp
 
 from fashion_vae import evaluation, prepared
+from fashion_vae.errors import PipelineError
 from fashion_vae.model import build_vae
 
 MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0, "beta": 1.0}
@@ -110,3 +111,21 @@ def test_evaluate_reports_every_metric(trained):
     assert metrics["knn_accuracy"]["k1"] == 1.0  # test == train: each point is its own neighbour
     assert len(metrics["per_class_reconstruction"]) == 10
     assert metrics["test_images"] == len(x)
+    headline, details = evaluation.split_metrics(metrics)
+    assert set(headline) == set(evaluation.HEADLINE) and not set(headline) & set(details)
+    assert {**headline, **details} == metrics  # every number in exactly one file
+
+
+def test_sizes_are_checked_before_the_expensive_passes(trained):
+    model, x = trained
+    y = np.arange(len(x), dtype=np.uint8) % 10
+    params = {"seed": 0, "iwae_samples": 4, "batch_size": 64, "knn_k": [1, len(x) + 1]}
+    with pytest.raises(PipelineError, match=rf"evaluate\.knn_k = {len(x) + 1} is more than the {len(x)} training "
+                       "images the k-NN classifier is fitted on"):
+        evaluation.evaluate(model, (x, y), (x, y), params)
+    with pytest.raises(PipelineError, match=r"the test split holds 10 images of 10 classes; the silhouette score "
+                       r"needs at least 2 classes and more images than classes"):
+        evaluation.check_sizes(len(x), np.arange(10), [1])
+    with pytest.raises(PipelineError, match="holds 5 images of 1 classes"):
+        evaluation.check_sizes(len(x), np.zeros(5, np.uint8), [1])
+    evaluation.check_sizes(len(x), np.arange(11) % 10, [1, len(x)])

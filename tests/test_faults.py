@@ -237,6 +237,40 @@ def params_bytes(data: bytes) -> Fault:
     return lambda ws: ws.write("params.yaml", data)
 
 
+def params_text(change: Callable[[str], str]) -> Fault:
+    """Edit the pristine params.yaml as text (for what a YAML round trip cannot express)."""
+    def fault(ws: Workspace) -> None:
+        text = ws.pristine["params.yaml"].decode()
+        changed = change(text)
+        assert changed != text, "the fault did not change params.yaml"
+        ws.write("params.yaml", changed.encode())
+
+    return fault
+
+
+def billion_laughs(levels: int = 9) -> bytes:
+    """2 KB of nested aliases that would expand to 9**levels strings."""
+    text = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for level in range(1, levels):
+        previous, name = chr(ord("a") + level - 1), chr(ord("a") + level)
+        text += f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]\n"
+    return text.encode()
+
+
+def params_is_dev_zero(ws: Workspace) -> None:
+    (ws.root / "params.yaml").unlink()
+    (ws.root / "params.yaml").symlink_to("/dev/zero")
+
+
+def source_is_dev_zero(ws: Workspace) -> None:
+    directory = ws.scratch / "sources" / "dev-zero"
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        for spec in dataset.RAW_FILES.values():
+            (directory / spec.name).symlink_to("/dev/zero")
+    sources(str(directory))(ws)
+
+
 def params_is_directory(ws: Workspace) -> None:
     (ws.root / "params.yaml").unlink()
     (ws.root / "params.yaml").mkdir()
@@ -414,13 +448,14 @@ STAGE_CASES = [
     Case("params-epochs-0", "prepare", set_param("train.epochs", 0),
          PRE + r"train\.epochs = 0 is invalid; expected an integer >= 1$"),
     Case("params-negative-val-size", "fetch", set_param("prepare.val_size", -5),
-         PRE + r"prepare\.val_size = -5 is invalid; expected an integer >= 1$"),
+         PRE + r"prepare\.val_size = -5 is invalid; expected an integer in \[10, 59990\] \(stratified: one image "
+         r"per class or more\)$"),
     Case("params-negative-limit-test", "fetch", set_param("prepare.limit_test", -1),
-         PRE + r"prepare\.limit_test = -1 is invalid; expected an integer >= 1 or null$"),
+         PRE + r"prepare\.limit_test = -1 is invalid; expected an integer in \[20, 10000\] or null"),
     Case("params-batch-size-0", "fetch", set_param("train.batch_size", 0),
          PRE + r"train\.batch_size = 0 is invalid; expected an integer >= 1$"),
     Case("params-latent-dim-0", "fetch", set_param("model.latent_dim", 0),
-         PRE + r"model\.latent_dim = 0 is invalid; expected an integer >= 1$"),
+         PRE + r"model\.latent_dim = 0 is invalid; expected an integer >= 2 \(the manifold and cluster plots"),
     Case("params-beta-negative", "fetch", set_param("model.beta", -0.5),
          PRE + r"model\.beta = -0\.5 is invalid; expected a number >= 0$"),
     Case("params-learning-rate-not-a-number", "fetch", set_param("train.learning_rate", "fast"),
@@ -438,15 +473,45 @@ STAGE_CASES = [
     Case("params-val-size-not-below-limit", "fetch", set_param("prepare.val_size", LIMIT_TRAIN),
          PRE + rf"prepare\.val_size = {LIMIT_TRAIN} must be less than prepare\.limit_train = {LIMIT_TRAIN}$"),
     Case("params-is-a-directory", "fetch", params_is_directory,
-         PRE + r"cannot read \(IsADirectoryError: .*Is a directory"),
+         PRE + r"is a directory, not a regular file; run from the repository root$"),
     Case("params-invalid-utf8", "fetch", params_bytes(b"train:\n  epochs: \xff\xfe2\n"),
          PRE + r"cannot read \(UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"),
     Case("params-not-yaml", "fetch", params_bytes(b"train: [epochs: 2\nmodel: {\n"),
          PRE + r"not valid YAML at line \d+, column \d+$"),
     Case("params-not-a-mapping", "fetch", params_bytes(b"- fetch\n- train\n"),
          PRE + r"expected a mapping of sections \[.*\], got list$"),
+    Case("params-symlink-to-dev-zero", "fetch", params_is_dev_zero,
+         PRE + r"is a character device, not a regular file; run from the repository root$"),
+    Case("source-symlink-to-dev-zero", "fetch", source_is_dev_zero,
+         r"^error: no source served a verified train-images-idx3-ubyte\.gz \(tried: \S+/train-images-idx3-ubyte\.gz: "
+         r"is a character device, not a regular file; fix or remove it\)"),
     Case("params-missing-file", "fetch", params_removed,
-         PRE + r"file not found; run from the repository root$"),
+         PRE + r"missing; run from the repository root$"),
+    # params.yaml is read as DVC reads it (YAML 1.2): what DVC records is what the stage trains with.
+    Case("params-yaml-1-1-boolean-off", "fetch", params_text(lambda t: t.replace("distribute: none", "distribute: off")),
+         PRE + r"train\.distribute = 'off' is invalid; expected one of 'none', "),
+    Case("params-duplicate-key", "fetch", params_text(lambda t: t.replace("  epochs: 2\n", "  epochs: 2\n  epochs: 9\n")),
+         PRE + r"duplicate key 'epochs' at line \d+, column 3; each key may appear once in a mapping$"),
+    Case("params-billion-laughs", "fetch", params_bytes(billion_laughs()),
+         PRE + r"YAML alias \*a at line 2, column \d+; write each value out in full \(anchors and aliases are not "
+         r"allowed\)$"),
+    # Values that used to pass validation and crash a later stage, after DVC had deleted its outputs.
+    Case("params-latent-dim-1", "fetch", set_param("model.latent_dim", 1),
+         PRE + r"model\.latent_dim = 1 is invalid; expected an integer >= 2 \(the manifold and cluster plots need "
+         r"two latent directions\)$"),
+    Case("params-limit-test-10", "fetch", set_param("prepare.limit_test", 10),
+         PRE + r"prepare\.limit_test = 10 is invalid; expected an integer in \[20, 10000\] or null \(two per class "
+         r"or more: the silhouette score needs them\)$"),
+    Case("params-limit-train-5", "fetch", set_param("prepare.limit_train", 5),
+         PRE + r"prepare\.limit_train = 5 is invalid; expected an integer in \[20, 60000\] or null"),
+    Case("params-limit-test-5", "fetch", set_param("prepare.limit_test", 5),
+         PRE + r"prepare\.limit_test = 5 is invalid; expected an integer in \[20, 10000\] or null"),
+    Case("params-limit-train-leaves-too-few", "fetch",
+         set_params({"prepare.limit_train": 25, "prepare.val_size": 20}),
+         PRE + r"prepare\.limit_train = 25 leaves 5 training images after prepare\.val_size = 20; expected at "
+         r"least 10 \(one per class\)$"),
+    Case("params-knn-k-above-training-images", "evaluate", set_param("evaluate.knn_k", [1, TRAIN_IMAGES + 1]),
+         PRE + rf"evaluate\.knn_k = {TRAIN_IMAGES + 1} is more than the {TRAIN_IMAGES} training images"),
     # Raw data: fetch verifies the SHA-256 of the decompressed bytes before it writes anything.
     Case("source-truncated-gzip", "fetch",
          source_dir("truncated", "train-labels-idx1-ubyte.gz", truncated_gzip),
@@ -681,6 +746,114 @@ def test_sigkill_dvc_repro_then_checkout_then_second_repro_is_locked_out(ws):
     assert ws.hash(MODEL) == ws.pristine_hashes[MODEL]
     assert (ws.root / "metrics/train.json").is_file()
     assert "Data and pipelines are up to date" in dvc(ws.root, "status").stdout
+
+
+SIGINT_BOUND_S = 300  # generous: Python handles SIGINT between TensorFlow calls, slower on a loaded machine
+
+
+def test_second_train_stage_is_refused_and_ctrl_c_stops_the_first(ws):
+    """Three cases sharing one training run:
+
+    1. a stale `metrics/.training.partial` left as a *file* does not stop the run (it is our scratch);
+    2. a second `python -m stages.train` while the first trains (outside DVC's lock) stops at once with
+       one line, and writes nothing: no truncated curves, no model;
+    3. Ctrl-C (SIGINT) to the first ends it within a bound, exit 130, one line; every output unchanged.
+    """
+    with_long_training(ws)
+    ws.write(STAGING, b"not a directory")
+    before = {rel: h for rel, h in ws.snapshot().items() if rel != STAGING}
+    log = ws.scratch / "first-train.log"
+    first = start(ws, [sys.executable, "-m", "stages.train"], log)
+    try:
+        wait_for(first, log, r"^Epoch 1/50")
+        second = stage(ws, "train")
+        assert first.poll() is None, "the first train stage ended before the second one was refused"
+        assert_clear_failure(second, r"^error: models/: another train stage is already running in this workspace; "
+                                     r"wait for it to finish$")
+        time.sleep(1.0)  # inside epoch 1
+        started = time.monotonic()
+        os.killpg(first.pid, signal.SIGINT)
+        code = first.wait(timeout=SIGINT_BOUND_S)
+        print(f"SIGINT to exit: {time.monotonic() - started:.1f} s")
+    finally:
+        kill_group_if_alive(first)
+    text = log.read_text(errors="replace")
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: interrupted (Ctrl-C); outputs are only replaced by complete files, re-run the stage"]
+    assert not (ws.root / STAGING).exists(), "the interrupted run left its scratch directory"
+    assert_unchanged(ws, before)
+
+
+def run_train_limited(ws: Workspace, preexec: Callable[[], None]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train"], cwd=ws.root, env=project_env(), capture_output=True, text=True,
+        timeout=300, preexec_fn=preexec,
+    )
+
+
+def test_train_with_a_file_size_limit_fails_before_training(ws):
+    """`ulimit -f` (a full disk's stand-in): one line at the start of training, not a traceback after it."""
+    import resource
+
+    def limit_file_size() -> None:
+        limit = 1 << 20  # 1 MiB: reading works, the model (several MB) cannot be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    before = ws.snapshot()
+    result = run_train_limited(ws, limit_file_size)
+    assert_clear_failure(result, r"^error: /\S+/: cannot write a \d+\.\d MB file \(File too large\); free disk space "
+                                 r"or fix the permissions before training$")
+    assert "Epoch 2/" not in result.stdout, "the check came after training"
+    assert_unchanged(ws, before)
+
+
+def test_train_with_read_only_models_directory_fails_before_training(ws):
+    """A read-only models/ (root ignores permissions, so it is made immutable with chattr there)."""
+    models = ws.root / "models"
+    if os.geteuid() == 0:
+        lock = subprocess.run(["chattr", "+i", str(models)], capture_output=True, text=True)
+        assert lock.returncode == 0, f"chattr +i failed: {lock.stderr}"
+        unlock = ["chattr", "-i", str(models)]
+    else:
+        models.chmod(0o555)
+        unlock = ["chmod", "755", str(models)]
+    try:
+        before = ws.snapshot()
+        result = stage(ws, "train")
+    finally:
+        subprocess.run(unlock, check=True)
+    assert_clear_failure(result, r"^error: models/: cannot write a \d+\.\d MB file \((Operation not permitted|"
+                                 r"Permission denied)\); free disk space or fix the permissions before training$")
+    assert "Epoch 2/" not in result.stdout, "the check came after training"
+    assert_unchanged(ws, before)
+
+
+def test_ctrl_c_of_dvc_repro_says_what_dvc_checkout_restores(ws):
+    """SIGINT to `dvc repro` mid-training: the stage's line says DVC removed its outputs and how to get them back."""
+    before = ws.snapshot()
+    with_long_training(ws)
+    log = ws.scratch / "sigint-repro.log"
+    proc = start(ws, ["dvc", "repro"], log)
+    try:
+        wait_for(proc, log, r"^Epoch 1/50")
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=SIGINT_BOUND_S)
+    finally:
+        kill_group_if_alive(proc)
+    text = log.read_text(errors="replace")
+    assert code != 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: interrupted (Ctrl-C); DVC removed stage 'train''s outputs before running it: `dvc checkout` "
+        "restores the cached ones and `git checkout -- metrics` the rest, or re-run `dvc repro`"
+    ], text[-3000:]
+    ws.write("params.yaml", ws.pristine["params.yaml"])
+    restore_with_dvc_checkout(ws)  # exactly what the line tells the user
+    assert_unchanged(ws, before)
 
 
 # -- not fault cases: regression checks for fixes found by the cases above ----------------------

@@ -99,3 +99,23 @@ def test_load_raw_reverifies(good_dir):
     corrupt(good_dir / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(PipelineError, match="t10k-labels-idx1-ubyte.gz: SHA-256"):
         dataset.load_raw(good_dir, "test_labels")
+
+
+def test_a_decompression_bomb_is_cut_off_at_the_official_size():
+    """A few KB of gzip that would expand to 1 GB: decompression stops one byte past the size."""
+    import gzip as gz
+    import io as bio
+
+    from fashion_vae import dataset as ds
+
+    spec = ds.RAW_FILES["test_labels"]
+    buffer = bio.BytesIO()
+    with gz.GzipFile(fileobj=buffer, mode="wb") as stream:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(1024):
+            stream.write(chunk)
+    blob = buffer.getvalue()
+    assert len(blob) < 2 << 20
+    with pytest.raises(PipelineError, match=rf"bomb\.gz: decompresses to more than {spec.size} bytes; "
+                       rf"expected {spec.size}$"):
+        ds.decompress_verified(blob, spec, "bomb.gz")

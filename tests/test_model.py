@@ -137,6 +137,9 @@ def test_short_training_lowers_the_loss(real_images):
     before = fresh.evaluate(real_images[256:], batch_size=32, verbose=0, return_dict=True)["loss"]
     assert summary["val"]["loss"] < before - 25  # seeded: ~543 -> ~495 nats
     assert summary["epochs"] == 2 and summary["train_images_per_second"] > 0
+    headline, details = training.split_summary(summary)
+    assert headline == {"train": {"loss": summary["train"]["loss"]}, "val": {"loss": summary["val"]["loss"]}}
+    assert details["epochs"] == 2 and set(details["val"]) == {"reconstruction_loss", "kl_loss"}
 
 
 def weights_of(params_train, images):
@@ -186,3 +189,12 @@ def test_load_model_checks_params(tmp_path):
     (tmp_path / "bad.keras").write_bytes((tmp_path / "m.keras").read_bytes()[:500])
     with pytest.raises(PipelineError, match="bad.keras: not a loadable Keras model"):
         training.load_model(tmp_path / "bad.keras")
+
+
+def test_defaults_are_the_standard_normal_elbo():
+    """Today's model: N(0, I) prior (no weights, closed-form KL), ELBO objective."""
+    model = build_vae(MODEL, seed=1)
+    config = model.get_config()
+    assert (config["prior"], config["objective"], config["iwae_samples"]) == ("normal", "elbo", 1)
+    assert model.prior.analytic_kl and not model.prior.weights
+    assert len(model.weights) == len(model.encoder.weights) + len(model.decoder.weights)

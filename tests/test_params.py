@@ -23,7 +23,9 @@ def with_value(section, key, value):
 
 
 BAD_VALUES = [
-    ("model", "latent_dim", 0, r"model\.latent_dim = 0 is invalid; expected an integer >= 1"),
+    ("model", "latent_dim", 0, r"model\.latent_dim = 0 is invalid; expected an integer >= 2 \(the manifold"),
+    ("model", "latent_dim", 1, r"model\.latent_dim = 1 is invalid; expected an integer >= 2 \(the manifold and "
+     r"cluster plots need two latent directions\)$"),
     ("model", "latent_dim", 2.5, r"model\.latent_dim = 2\.5 is invalid"),
     ("model", "latent_dim", True, r"model\.latent_dim = True is invalid"),
     ("model", "beta", -0.1, r"model\.beta = -0\.1 is invalid; expected a number >= 0"),
@@ -42,7 +44,15 @@ BAD_VALUES = [
     ("evaluate", "knn_k", [], r"evaluate\.knn_k = \[\] is invalid"),
     ("plot", "manifold_n", 0, r"plot\.manifold_n = 0 is invalid; expected an integer in \[1, 64\]"),
     ("plot", "manifold_quantile", 0.5, r"plot\.manifold_quantile = 0\.5 is invalid"),
-    ("prepare", "limit_train", 0, r"prepare\.limit_train = 0 is invalid; expected an integer >= 1 or null"),
+    ("prepare", "limit_train", 0, r"prepare\.limit_train = 0 is invalid; expected an integer in \[20, 60000\] "
+     r"or null \(two images per class or more\)$"),
+    ("prepare", "limit_train", 5, r"prepare\.limit_train = 5 is invalid"),
+    ("prepare", "limit_test", 10, r"prepare\.limit_test = 10 is invalid; expected an integer in \[20, 10000\] or "
+     r"null \(two per class or more: the silhouette score needs them\)$"),
+    ("prepare", "limit_test", 5, r"prepare\.limit_test = 5 is invalid"),
+    ("prepare", "val_size", 5, r"prepare\.val_size = 5 is invalid; expected an integer in \[10, 59990\] "
+     r"\(stratified: one image per class or more\)$"),
+    ("train", "lr_schedule", "x" * 10_000, r"train\.lr_schedule = 'x{56}\.\.\. is invalid; expected one of"),
     ("fetch", "sources", [], r"fetch\.sources = \[\] is invalid"),
     ("fetch", "timeout_s", 0, r"fetch\.timeout_s = 0 is invalid"),
 ]
@@ -81,10 +91,68 @@ def test_cross_field_rules():
     raw = with_value("train", "warmup_epochs", DEFAULTS["train"]["epochs"])
     with pytest.raises(PipelineError, match="warmup_epochs"):
         params.validate(raw)
+    raw = with_value("prepare", "limit_train", 25)
+    raw["prepare"]["val_size"] = 20
+    with pytest.raises(PipelineError, match=r"prepare\.limit_train = 25 leaves 5 training images after "
+                       r"prepare\.val_size = 20; expected at least 10 \(one per class\)$"):
+        params.validate(raw)
+    raw = with_value("prepare", "limit_train", 300)
+    raw["prepare"]["val_size"] = 100
+    raw["evaluate"]["knn_k"] = [1, 201]
+    with pytest.raises(PipelineError, match=r"evaluate\.knn_k = 201 is more than the 200 training images"):
+        params.validate(raw)
+    raw["evaluate"]["knn_k"] = [1, 200]
+    params.validate(raw)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+DEFAULT_TEXT = (Path(__file__).parents[1] / "params.yaml").read_text()
+
+
+def test_yaml_1_2_as_dvc_reads_it(tmp_path):
+    """`epochs: 010` is 10 to DVC (YAML 1.2), so it is 10 here too; `off` is a string, not False."""
+    from dvc.utils.serialize import parse_yaml
+
+    text = DEFAULT_TEXT.replace("epochs: 40", "epochs: 010")
+    assert parse_yaml(text, "params.yaml")["train"]["epochs"] == 10
+    assert params.load(write(tmp_path, text))["train"]["epochs"] == 10
+    off = DEFAULT_TEXT.replace("distribute: none", "distribute: off")
+    with pytest.raises(PipelineError, match=r"train\.distribute = 'off' is invalid; expected one of 'none'"):
+        params.load(write(tmp_path, off))
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    text = DEFAULT_TEXT.replace("  epochs: 40\n", "  epochs: 40\n  epochs: 3\n")
+    line = text.splitlines().index("  epochs: 3") + 1
+    with pytest.raises(PipelineError, match=rf"params\.yaml: duplicate key 'epochs' at line {line}, column 3; "
+                       r"each key may appear once in a mapping$"):
+        params.load(write(tmp_path, text))
+
+
+def test_aliases_are_refused_before_they_expand(tmp_path):
+    """A 'billion laughs' file: nine aliases per level, 9**12 leaves if it were expanded."""
+    text = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for level in range(1, 13):
+        previous, name = chr(ord("a") + level - 1), chr(ord("a") + level)
+        text += f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]\n"
+    with pytest.raises(PipelineError, match=r"YAML alias \*a at line 2, column \d+; write each value out in full") as err:
+        params.load(write(tmp_path, text))
+    assert len(str(err.value)) < 200
+
+
+def test_huge_file_is_refused_unread(tmp_path):
+    path = write(tmp_path, "# " + "x" * (params.MAX_PARAMS_BYTES + 10) + "\n")
+    with pytest.raises(PipelineError, match=r"params\.yaml: \d+ bytes is larger than the 1 MiB limit for this file"):
+        params.load(path)
 
 
 def test_unreadable_files(tmp_path):
-    with pytest.raises(PipelineError, match="params.yaml: file not found"):
+    with pytest.raises(PipelineError, match="params.yaml: missing; run from the repository root$"):
         params.load(tmp_path / "params.yaml")
     bad = tmp_path / "params.yaml"
     bad.write_text("model: [unclosed\n")

@@ -95,3 +95,61 @@ def test_reconstructions_and_samples_png(tmp_path):
 def test_pick_per_class():
     labels = np.array([3, 1, 3, 1, 3, 0])
     assert plotting.pick_per_class(labels, 2).tolist() == [5, 1, 3, 0, 2]
+
+
+def small_figures(tmp_path, names=("a.png", "b.png", "c.png")):
+    rng = np.random.default_rng(0)
+    return {tmp_path / name: plotting.samples_figure(fake_decoder(rng.normal(size=(4, 2)))) for name in names}
+
+
+def test_png_bytes_are_deterministic_and_close_the_figure():
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()  # another test may leave one open
+    rng = np.random.default_rng(0)
+    images = fake_decoder(rng.normal(size=(4, 2)))
+    first = plotting.png_bytes(plotting.samples_figure(images), dpi=30)
+    second = plotting.png_bytes(plotting.samples_figure(images), dpi=30)
+    assert first == second and first.startswith(b"\x89PNG")
+    assert plt.get_fignums() == open_before
+
+
+def test_save_all_writes_every_png(tmp_path):
+    figures = small_figures(tmp_path / "plots")
+    plotting.save_all(figures, dpi=30)
+    for path in figures:
+        assert imread(path).shape[:2] == (180, 180)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["a.png", "b.png", "c.png"]  # no .tmp
+
+
+def test_save_all_replaces_none_when_one_target_is_a_directory(tmp_path):
+    """The probe's fault: plots/samples.png a directory used to leave the other PNGs replaced."""
+    import matplotlib.pyplot as plt
+
+    from fashion_vae.errors import PipelineError
+
+    open_before = plt.get_fignums()
+    (tmp_path / "a.png").write_bytes(b"old a")
+    (tmp_path / "c.png").mkdir()
+    expected = r"c\.png: is a directory, not a file; remove it, then re-run the stage$"
+    with pytest.raises(PipelineError, match=expected):
+        plotting.save_all(small_figures(tmp_path), dpi=30)
+    assert (tmp_path / "a.png").read_bytes() == b"old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "c.png"]  # b.png not written, no .tmp left
+    assert plt.get_fignums() == open_before  # every figure closed on the failure too
+
+
+def test_write_all_leaves_every_target_when_a_later_one_cannot_be_written(tmp_path):
+    """Writing the temporary files fails for the last target: the earlier ones stay as they were."""
+    from fashion_vae import atomic
+    from fashion_vae.errors import PipelineError
+
+    (tmp_path / "first.png").write_bytes(b"old")
+    (tmp_path / "not-a-dir").write_bytes(b"a file where a directory is needed")
+    with pytest.raises(PipelineError, match=r"not-a-dir/last\.png: cannot write \(.+\)"):
+        atomic.write_all({tmp_path / "first.png": b"new", tmp_path / "not-a-dir" / "last.png": b"new"})
+    assert (tmp_path / "first.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.png", "not-a-dir"]
+    atomic.write_all({tmp_path / "first.png": b"new", tmp_path / "sub" / "second.png": b"two"})
+    assert (tmp_path / "first.png").read_bytes() == b"new"
+    assert (tmp_path / "sub" / "second.png").read_bytes() == b"two"
