@@ -30,6 +30,7 @@ draws test iwae_nll against training seconds, one line per configuration. Nothin
 is written. On the full data, 5 configurations x (1 + 3 + 8) minutes is about an hour
 of training plus scoring (IWAE with K = 100 on 10,000 test images takes minutes a run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,16 +69,32 @@ EVAL_BATCH = 1000
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.frontier", description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS),
-                   help="training budgets in seconds (default 60 180 480)")
-    p.add_argument("--configs", nargs="+", metavar="NAME", help="configurations to run (default: all; see --list)")
-    p.add_argument("--config", action="append", default=[], metavar="NAME=JSON",
-                   help='an extra configuration, e.g. \'seed arch={"model": {"conv_filters": [32, 64]}}\'')
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "prepared", help="directory of train/val/test.npz")
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_BUDGETS),
+        help="training budgets in seconds (default 60 180 480)",
+    )
+    p.add_argument(
+        "--configs", nargs="+", metavar="NAME", help="configurations to run (default: all; see --list)"
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='an extra configuration, e.g. \'seed arch={"model": {"conv_filters": [32, 64]}}\'',
+    )
+    p.add_argument(
+        "--data", type=Path, default=ROOT / "data" / "prepared", help="directory of train/val/test.npz"
+    )
     p.add_argument("--train-images", type=int, help="first N training images (default: all)")
     p.add_argument("--test-images", type=int, help="first N test images scored (default: all)")
     p.add_argument("--val-images", type=int, default=512, help="validation images per epoch (default 512)")
-    p.add_argument("--iwae-samples", type=int, help="K of the scored IWAE bound (default evaluate.iwae_samples)")
+    p.add_argument(
+        "--iwae-samples", type=int, help="K of the scored IWAE bound (default evaluate.iwae_samples)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--plot", type=Path, help="also draw test iwae_nll against training seconds (PNG)")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
@@ -87,6 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --- child side: one configuration, one budget ------------------------------------------
+
 
 def time_budget_callback(budget_s: float):
     """A Keras callback that stops ``fit`` at the first step ending after ``budget_s`` seconds."""
@@ -148,9 +166,15 @@ def load_splits(settings: dict):
     from fashion_vae import prepared
 
     data = Path(settings["data"])
-    (xtr, ytr), (xv, yv), (xte, yte) = (prepared.load_split(data / f"{s}.npz") for s in ("train", "val", "test"))
+    (xtr, ytr), (xv, yv), (xte, yte) = (
+        prepared.load_split(data / f"{s}.npz") for s in ("train", "val", "test")
+    )
     n, m = settings.get("train_images") or len(xtr), settings.get("test_images") or len(xte)
-    return (xtr[:n], ytr[:n]), (xv[: settings["val_images"]], yv[: settings["val_images"]]), (xte[:m], yte[:m])
+    return (
+        (xtr[:n], ytr[:n]),
+        (xv[: settings["val_images"]], yv[: settings["val_images"]]),
+        (xte[:m], yte[:m]),
+    )
 
 
 def score(model, train, test, iwae_samples: int) -> dict:
@@ -187,12 +211,25 @@ def run_project(overrides: dict, budget: float, settings: dict) -> dict:
     # from a throw-away short run, so that the schedule's last epoch ends near the budget.
     clock = step_clock_callback(skip=5)
     calib_steps = min(CALIBRATION_STEPS, len(x_train) // batch)
-    training.train(model_params, {**train_params, "epochs": 1, "warmup_epochs": 0, "lr_schedule": "constant"},
-                   x_train[: calib_steps * batch], val[0], callbacks=[clock], verbose=0)
+    training.train(
+        model_params,
+        {**train_params, "epochs": 1, "warmup_epochs": 0, "lr_schedule": "constant"},
+        x_train[: calib_steps * batch],
+        val[0],
+        callbacks=[clock],
+        verbose=0,
+    )
     images_per_second = batch / clock.steady_seconds_per_step()
     overhead = clock.overhead_seconds()
-    epochs = max(1, int(max(0.0, budget - overhead) * images_per_second // ((len(x_train) // batch) * batch)))
-    planned = {**train_params, "epochs": epochs, "warmup_epochs": min(train_params["warmup_epochs"], epochs - 1)}
+    # Nearest whole epoch: a plan a little long is cut at the budget, a little short ends early.
+    epochs = max(
+        1, round(max(0.0, budget - overhead) * images_per_second / ((len(x_train) // batch) * batch))
+    )
+    planned = {
+        **train_params,
+        "epochs": epochs,
+        "warmup_epochs": min(train_params["warmup_epochs"], epochs - 1),
+    }
 
     stop = time_budget_callback(budget)
     model, summary = training.train(model_params, planned, x_train, val[0], callbacks=[stop], verbose=0)
@@ -249,10 +286,13 @@ def run_plain(budget: float, settings: dict) -> dict:
 def run_child(name: str, spec: str, budget: float, settings: dict) -> None:
     overrides = json.loads(spec)
     result = run_plain(budget, settings) if overrides is None else run_project(overrides, budget, settings)
-    print(TAG + json.dumps({"config": name, "overrides": overrides, "budget_s": budget, **result}), flush=True)
+    print(
+        TAG + json.dumps({"config": name, "overrides": overrides, "budget_s": budget, **result}), flush=True
+    )
 
 
 # --- parent side: every configuration at every budget, one at a time ---------------------
+
 
 def child_env(plain: bool) -> dict:
     env = dict(os.environ)
@@ -263,23 +303,36 @@ def child_env(plain: bool) -> dict:
 
 
 def run_one(name: str, overrides, budget: float, settings: dict) -> dict | None:
-    cmd = [sys.executable, "-m", "benchmarks.frontier", "--one", name, json.dumps(overrides), str(budget),
-           "--settings", json.dumps(settings)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.frontier",
+        "--one",
+        name,
+        json.dumps(overrides),
+        str(budget),
+        "--settings",
+        json.dumps(settings),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=child_env(overrides is None), capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith(TAG)]
     if out.returncode != 0 or not lines:
         reason = (out.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"{name} @ {budget:g} s: failed ({reason})", flush=True)
         return None
-    return json.loads(lines[-1][len(TAG):])
+    return json.loads(lines[-1][len(TAG) :])
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'configuration':18s} {'budget s':>8s} {'train s':>8s} {'epochs':>7s} {'iwae_nll':>9s} "
-          f"{'-ELBO':>8s} {'KL':>6s} {'5-NN':>6s}")
+    print(
+        f"\n{'configuration':18s} {'budget s':>8s} {'train s':>8s} {'epochs':>7s} {'iwae_nll':>9s} "
+        f"{'-ELBO':>8s} {'KL':>6s} {'5-NN':>6s}"
+    )
     for r in sorted(results, key=lambda r: (r["config"], r["budget_s"])):
-        print(f"{r['config']:18s} {r['budget_s']:8.0f} {r['train_seconds']:8.1f} {r['epochs_run']:7} "
-              f"{r['iwae_nll']:9.2f} {r['neg_elbo']:8.2f} {r['kl']:6.2f} {r[f'knn{KNN_K}']:6.3f}")
+        print(
+            f"{r['config']:18s} {r['budget_s']:8.0f} {r['train_seconds']:8.1f} {r['epochs_run']:7} "
+            f"{r['iwae_nll']:9.2f} {r['neg_elbo']:8.2f} {r['kl']:6.2f} {r[f'knn{KNN_K}']:6.3f}"
+        )
 
 
 def draw(results: list[dict], path: Path) -> None:
@@ -316,7 +369,9 @@ def configurations(args) -> dict:
         except json.JSONDecodeError as err:
             raise SystemExit(f"error: --config {name}: not JSON ({err})") from None
         if not isinstance(configs[name], dict) or set(configs[name]) - {"model", "train"}:
-            raise SystemExit(f"error: --config {name}: expected an object with 'model' and/or 'train' overrides")
+            raise SystemExit(
+                f"error: --config {name}: expected an object with 'model' and/or 'train' overrides"
+            )
     chosen = args.configs or (list(CONFIGS) + [item.partition("=")[0] for item in args.config])
     unknown = [name for name in chosen if name not in configs]
     if unknown:
@@ -332,7 +387,8 @@ def main(argv=None) -> dict | None:
     configs = configurations(args)
     if args.list:
         for name, spec in configs.items():
-            print(f"{name:18s} {'benchmarks/plain_vae.py, TensorFlow defaults' if spec is None else json.dumps(spec)}")
+            what = "benchmarks/plain_vae.py, TensorFlow defaults" if spec is None else json.dumps(spec)
+            print(f"{name:18s} {what}")
         return None
     if any(b <= 0 for b in args.budgets):
         raise SystemExit("error: --budgets must be positive seconds")
@@ -340,14 +396,20 @@ def main(argv=None) -> dict | None:
 
     cfg = params.load(ROOT / "params.yaml")
     settings = {
-        "data": str(args.data), "train_images": args.train_images, "test_images": args.test_images,
-        "val_images": args.val_images, "iwae_samples": args.iwae_samples or cfg["evaluate"]["iwae_samples"],
+        "data": str(args.data),
+        "train_images": args.train_images,
+        "test_images": args.test_images,
+        "val_images": args.val_images,
+        "iwae_samples": args.iwae_samples or cfg["evaluate"]["iwae_samples"],
         "seed": cfg["train"]["seed"],
     }
     machine = machine_info()
     bf16 = [f for f in machine["simd"] if "bf16" in f]
-    print(f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; "
-          f"bf16 instructions: {' '.join(bf16) or 'none (mixed_bfloat16 is probably slower here)'}", flush=True)
+    print(
+        f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; "
+        f"bf16 instructions: {' '.join(bf16) or 'none (mixed_bfloat16 is probably slower here)'}",
+        flush=True,
+    )
     started = time.perf_counter()
     results = []
     for budget in sorted(args.budgets):
@@ -359,15 +421,23 @@ def main(argv=None) -> dict | None:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**machine, "bf16_instructions": bf16},
-        "settings": {**settings, "budgets_s": sorted(args.budgets), "configs": configs,
-                     "knn_k": KNN_K, "eval_seed": EVAL_SEED},
+        "settings": {
+            **settings,
+            "budgets_s": sorted(args.budgets),
+            "configs": configs,
+            "knn_k": KNN_K,
+            "eval_seed": EVAL_SEED,
+        },
         "results": results,
         "frontier_seconds": round(time.perf_counter() - started, 1),
     }
     print_table(results)
     write_json(args.out, report)
-    print(f"\nwrote {args.out}" + (f" and {args.plot}" if args.plot else "") +
-          f"; the frontier took {report['frontier_seconds']} s")
+    print(
+        f"\nwrote {args.out}"
+        + (f" and {args.plot}" if args.plot else "")
+        + f"; the frontier took {report['frontier_seconds']} s"
+    )
     if args.plot and results:
         draw(results, args.plot)
     return report

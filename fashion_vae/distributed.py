@@ -135,12 +135,13 @@ def check_environment(distribute: str, environ: Mapping[str, str] | None = None)
     return None
 
 
-def strategy_for(train_params: dict):
+def strategy_for(train_params: dict, same_on_every_worker: dict | None = None):
     """The ``tf.distribute`` strategy ``train.distribute`` asks for.
 
     Under ``multi_worker`` this blocks until every worker has joined (at most
-    ``train.worker_timeout_s``), then checks that the global batch
-    (``train.batch_size``) splits evenly over the replicas.
+    ``train.worker_timeout_s``), checks that every worker got the same
+    ``same_on_every_worker`` (params sections and arrays, by name) and that the global
+    batch (``train.batch_size``) splits evenly over the replicas.
     """
     import tensorflow as tf
 
@@ -161,6 +162,7 @@ def strategy_for(train_params: dict):
     ))
     strategy = _multi_worker_strategy(cluster, timeout_s)
     _watchdog().arm(TRAINING_WATCH_FACTOR * timeout_s, _stalled_line(cluster, timeout_s))
+    _check_same_inputs(cluster, {"train": train_params, **(same_on_every_worker or {})}, timeout_s)
     replicas, batch_size = strategy.num_replicas_in_sync, train_params["batch_size"]
     if batch_size % replicas:
         # Uneven shares would weight some images more than others: a different optimisation.
@@ -200,6 +202,69 @@ def _multi_worker_strategy(cluster: Cluster, timeout_s: float):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout_s))
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+
+
+def describe_inputs(inputs: dict) -> dict:
+    """Params as they are, arrays by shape and SHA-256: what must match across workers."""
+    import hashlib
+
+    import numpy as np
+
+    described = {}
+    for name, value in inputs.items():
+        if isinstance(value, np.ndarray):
+            digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+            value = f"{value.dtype}{list(value.shape)} sha256:{digest}"
+        described[name] = value
+    return described
+
+
+def first_difference(mine: dict, theirs: dict) -> str | None:
+    """``section.key`` of the first value that differs, with both values; None if none does."""
+    for name in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(name), theirs.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    return f"{name}.{key} is {a.get(key)!r} here but {b.get(key)!r}"
+        elif a != b:
+            return f"{name} is {a!r} here but {b!r}"
+    return None
+
+
+def _check_same_inputs(cluster: Cluster, inputs: dict, timeout_s: float) -> None:
+    """Every worker must train the same model on the same data with the same settings:
+    TensorFlow would happily average the gradients of different ones. Each worker
+    publishes its inputs in the coordination service and compares the others'."""
+    from tensorflow.python.eager import context
+
+    mine = json.loads(json.dumps(describe_inputs(inputs), sort_keys=True, default=str))
+    ctx = context.context()
+    ctx.set_config_key_value(f"fashion_vae/inputs/{cluster.index}", json.dumps(mine))
+    for index in range(cluster.size):
+        if index == cluster.index:
+            continue
+        theirs = json.loads(ctx.get_config_key_value(f"fashion_vae/inputs/{index}", int(timeout_s * 1000)))
+        difference = first_difference(mine, theirs)
+        if difference:
+            raise PipelineError(
+                f"multi-worker training stopped on {cluster.describe()}: {difference} on worker {index} "
+                f"({cluster.workers[index]}); every worker needs the same params.yaml and data/prepared"
+            )
+
+
+def evenly_split(x, batch_size: int, strategy):
+    """``x`` less the last few images that would give some worker an uneven or empty share
+    of the last (partial) batch, under ``multi_worker``; ``x`` itself otherwise.
+
+    An empty share fails that worker's step ("input depth must be evenly divisible by
+    filter depth: 1 vs 8"); even shares keep the validation loss a plain mean. At most
+    replicas - 1 images are left out (none with 5,000 images, batches of 128 and 2 workers).
+    """
+    if not is_multi_worker(strategy):
+        return x
+    extra = (len(x) % batch_size) % strategy.num_replicas_in_sync
+    return x[: len(x) - extra]
 
 
 def is_multi_worker(strategy) -> bool:

@@ -224,7 +224,9 @@ class VAE(keras.Model):
     ):
         super().__init__(**kwargs)
         if prior not in PRIORS or objective not in OBJECTIVES or iwae_samples < 1 or prior_components < 1:
-            raise ValueError(f"VAE: bad prior={prior!r}/{prior_components}, objective={objective!r}/{iwae_samples}")
+            raise ValueError(
+                f"VAE: bad prior={prior!r}/{prior_components}, objective={objective!r}/{iwae_samples}"
+            )
         self.latent_dim = latent_dim
         self.conv_filters = list(conv_filters)
         self.kernel_size = kernel_size

@@ -100,9 +100,8 @@ class GaussianMixturePrior(_MixturePrior):
 
     def build(self, input_shape=None):
         c, d = self.num_components, self.latent_dim
-        self.means = self.add_weight(
-            shape=(c, d), initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed), name="means"
-        )
+        spread = keras.initializers.RandomNormal(stddev=1.0, seed=self.seed)
+        self.means = self.add_weight(shape=(c, d), initializer=spread, name="means")
         self.log_vars = self.add_weight(shape=(c, d), initializer="zeros", name="log_vars")
         self.logits = self.add_weight(shape=(c,), initializer="zeros", name="logits")
         self.built = True

@@ -165,7 +165,9 @@ def train(
     seed = train_params["seed"]
     configure_runtime(seed, train_params["threads"])
     steps_per_epoch = len(x_train) // batch_size
-    strategy = distributed.strategy_for(train_params)
+    strategy = distributed.strategy_for(
+        train_params, same_on_every_worker={"model": model_params, "x_train": x_train, "x_val": x_val}
+    )
     precision = train_params.get("precision", "float32")
     # Layers take the dtype policy when created, and compile() wraps the optimizer for
     # mixed_float16's loss scaling; the policy is restored after, so it never leaks.
@@ -180,7 +182,7 @@ def train(
     started = time.perf_counter()
     history = vae.fit(
         make_dataset(x_train, batch_size, seed, shuffle=True),
-        validation_data=make_dataset(x_val, batch_size),
+        validation_data=make_dataset(distributed.evenly_split(x_val, batch_size, strategy), batch_size),
         epochs=train_params["epochs"],
         callbacks=[StopOnNonFiniteLoss(), timer, *distributed.training_callbacks(), *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded

@@ -5,7 +5,7 @@ from fashion_vae import quiet_tensorflow  # noqa: F401  (before dvclive's Keras 
 from dvclive import Live  # noqa: E402
 from dvclive.keras import DVCLiveCallback
 
-from fashion_vae import atomic, params, prepared, training
+from fashion_vae import atomic, distributed, params, prepared, training
 from fashion_vae.errors import stage_main
 
 MODEL_PATH = Path("models/vae.keras")
@@ -22,6 +22,11 @@ def main() -> None:
     cfg = params.load()
     x_train, _ = prepared.load_split("data/prepared/train.npz")
     x_val, _ = prepared.load_split("data/prepared/val.npz")
+    # Checks TF_CONFIG against train.distribute; only the chief (worker 0) of a
+    # multi-worker run, or a run on one machine, takes the lock and writes.
+    if not distributed.is_chief(cfg["train"]["distribute"]):
+        train_share(cfg, x_train, x_val)
+        return
 
     # One writer at a time: a second train stage in this workspace (outside DVC's own
     # lock) stops at once instead of interleaving its curves and model with ours.
@@ -48,6 +53,12 @@ def main() -> None:
         f"train: {summary['epochs']} epochs in {summary['wall_seconds']} s, "
         f"val loss {summary['val']['loss']:.2f}, {summary['train_images_per_second']} images/s"
     )
+
+
+def train_share(cfg: dict, x_train, x_val) -> None:
+    """A multi-worker run's other workers train their share of every batch and write nothing."""
+    _, summary = training.train(cfg["model"], cfg["train"], x_train, x_val, verbose=0)
+    print(f"train: worker done, {summary['epochs']} epochs; the chief (worker 0) writes the outputs")
 
 
 if __name__ == "__main__":

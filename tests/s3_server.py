@@ -3,7 +3,7 @@
 ``MotoS3Server`` runs ``python -m moto.server`` in its own process on a free port, logs to a
 file (quoted in failure messages), waits until it answers, and kills it on ``stop()``.
 It can require signed requests from a real IAM user, so wrong credentials are refused as
-on AWS. ``Outage`` sits in front of it as a TCP forwarder that can be cut (listener closed,
+on AWS. ``FlakyEndpoint`` sits in front of it as a TCP forwarder that can be cut (listener closed,
 every open connection reset) and brought back on the same port: what a client sees when an
 S3 service goes down mid-transfer while its storage keeps what it already received.
 
@@ -32,7 +32,10 @@ from botocore.config import Config
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 # Grants the test user everything on S3 and nothing else.
-S3_ONLY_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+S3_ONLY_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
 
 
 def free_port() -> int:
@@ -79,7 +82,7 @@ class MotoS3Server:
         env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)  # requests are free until require_auth()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + timeout
@@ -92,7 +95,9 @@ class MotoS3Server:
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"moto server did not answer on {self.endpoint} in {timeout:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"moto server did not answer on {self.endpoint} in {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         if self.process is None:
@@ -197,11 +202,11 @@ def running_s3_remote(root: Path, bucket: str = "dvc-store") -> Iterator[S3Remot
         server.stop()
 
 
-class Outage:
+class FlakyEndpoint:
     """A TCP forwarder to ``target_port`` that can go down and come back on the same port.
 
-    ``cut()`` closes the listening socket and resets every open connection, so a client
-    mid-upload gets a connection error and new connections are refused; ``restore()``
+    ``down()`` closes the listening socket and resets every open connection, so a client
+    mid-upload gets a connection error and new connections are refused; ``up()``
     listens again. ``bytes_per_second`` throttles the client-to-server direction (all
     connections together) so that an upload lasts long enough to be cut part-way.
     """
@@ -214,13 +219,12 @@ class Outage:
         self._next_send = 0.0
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
-        self.bytes_forwarded = 0
 
     @property
     def endpoint(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def restore(self) -> "Outage":
+    def up(self) -> "FlakyEndpoint":
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((HOST, self.port))
@@ -229,9 +233,7 @@ class Outage:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
-    start = restore
-
-    def cut(self) -> None:
+    def down(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -245,13 +247,11 @@ class Outage:
                 pass
             sock.close()
 
-    stop = cut
-
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
-            except OSError:  # the listener was closed by cut()
+            except OSError:  # the listener was closed by down()
                 return
             try:
                 server = socket.create_connection((HOST, self.target_port), timeout=10)
@@ -260,7 +260,7 @@ class Outage:
                 client.close()
                 continue
             with self._lock:
-                if self._listener is not listener:  # cut() ran meanwhile
+                if self._listener is not listener:  # down() ran meanwhile
                     client.close()
                     server.close()
                     return
@@ -277,8 +277,6 @@ class Outage:
                 if throttled and self.bytes_per_second:
                     time.sleep(self._delay(len(chunk)))
                 dest.sendall(chunk)
-                if throttled:
-                    self.bytes_forwarded += len(chunk)
         except OSError:
             pass
         finally:  # one side hung up or was cut: end the pair

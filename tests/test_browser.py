@@ -11,8 +11,10 @@ that lost its classes or revisions that cannot be told apart fail a test:
 
 - in the page: each page is opened from disk in headless Chromium (Debian's system browser,
   driven by Playwright) with the network cut off; the page template keeps every chart's Vega view
-  (`window.dvcPlots.views`), from which the test reads the scales, the data items Vega actually
-  drew (with their colour and dash), the axis labels and the legends;
+  and spec (`window.dvcPlots.views`, `.specs`), from which the test reads the scales, the data
+  items Vega actually drew (by the field each channel encodes: what is on x, y, colour, dash,
+  column, whatever the template names it; with the colour and dash drawn), the axis labels and
+  the legends;
 - without a browser: the specs of `dvc plots show --json` / `dvc plots diff --json` are drawn
   by vl-convert (the same Vega that the page inlines) and its scene graph's text is read.
 

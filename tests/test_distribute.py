@@ -135,6 +135,21 @@ def test_only_worker_zero_or_a_single_machine_is_chief():
         distributed.is_chief("none", {"TF_CONFIG": tf_config(index=0)})
 
 
+def test_workers_inputs_are_compared_key_by_key():
+    import numpy as np
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    mine = distributed.describe_inputs({"train": {"seed": 1, "epochs": 2}, "x_train": x})
+    assert mine["x_train"].startswith("float32[3, 4] sha256:")
+    assert distributed.first_difference(mine, distributed.describe_inputs(
+        {"train": {"seed": 1, "epochs": 2}, "x_train": x.copy()})) is None
+    assert distributed.first_difference(mine, {**mine, "train": {"seed": 7, "epochs": 2}}) == (
+        "train.seed is 1 here but 7"
+    )
+    changed = distributed.describe_inputs({"train": {"seed": 1, "epochs": 2}, "x_train": x + 1})
+    assert distributed.first_difference(mine, changed).startswith("x_train is 'float32[3, 4] sha256:")
+
+
 def test_cluster_helper_gives_each_worker_its_own_tf_config():
     ports = local_cluster.free_ports(3)
     assert len(set(ports)) == 3 and all(1024 <= p < 65536 for p in ports)

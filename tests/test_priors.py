@@ -1,4 +1,5 @@
 """Learned priors, the IWAE objective and mixed precision, each checked against numpy."""
+
 import copy
 from pathlib import Path
 
@@ -14,16 +15,39 @@ from fashion_vae.errors import PipelineError
 from fashion_vae.model import VAE, build_vae, precision_policy
 from fashion_vae.priors import GaussianMixturePrior, StandardNormalPrior, VampPrior
 
-MODEL = {"latent_dim": 2, "conv_filters": [8, 16], "kernel_size": 3, "dense_units": 16, "decoder_dense_units": 0,
-         "beta": 1.0, "prior": "normal", "prior_components": 4}
+MODEL = {
+    "latent_dim": 2,
+    "conv_filters": [8, 16],
+    "kernel_size": 3,
+    "dense_units": 16,
+    "decoder_dense_units": 0,
+    "beta": 1.0,
+    "prior": "normal",
+    "prior_components": 4,
+}
 TRAIN = {
-    "seed": 3, "epochs": 1, "batch_size": 32, "learning_rate": 0.003, "lr_schedule": "constant",
-    "warmup_epochs": 0, "steps_per_execution": 1, "threads": 2, "distribute": "none",
-    "objective": "elbo", "iwae_samples": 1, "precision": "float32",
+    "seed": 3,
+    "epochs": 1,
+    "batch_size": 32,
+    "learning_rate": 0.003,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "steps_per_execution": 1,
+    "threads": 2,
+    "distribute": "none",
+    "objective": "elbo",
+    "iwae_samples": 1,
+    "precision": "float32",
 }
 LOG_2PI = np.log(2 * np.pi)
-VARIANTS = [("normal", "elbo", 1), ("mixture", "elbo", 1), ("vamp", "elbo", 1), ("normal", "iwae", 3),
-            ("mixture", "iwae", 3), ("vamp", "iwae", 2)]
+VARIANTS = [
+    ("normal", "elbo", 1),
+    ("mixture", "elbo", 1),
+    ("vamp", "elbo", 1),
+    ("normal", "iwae", 3),
+    ("mixture", "iwae", 3),
+    ("vamp", "iwae", 2),
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +120,9 @@ def test_vamp_prior_is_the_encoder_posterior_mixture(images):
     assert pseudo.shape == (3, 28, 28, 1) and np.all((pseudo > 0) & (pseudo < 1))
     means, log_vars = (np.asarray(t, np.float64) for t in model.encoder.heads(pseudo))
     z = np.random.default_rng(3).normal(size=(9, 2)).astype(np.float32)
-    np.testing.assert_allclose(prior.log_prob(z), np_mixture(z, np.full(3, -np.log(3)), means, log_vars), rtol=1e-5)
+    np.testing.assert_allclose(
+        prior.log_prob(z), np_mixture(z, np.full(3, -np.log(3)), means, log_vars), rtol=1e-5
+    )
     # The encoder's weights are the model's, held once: the prior adds only its pseudo-images.
     assert len(model.weights) == len(build_vae(MODEL, seed=2).weights) + 1
 
@@ -119,8 +145,12 @@ def np_prior(model, z):
         means, log_vars = heads(model, np.asarray(prior.pseudo_inputs()))
         return np_mixture(z, np.full(len(means), -np.log(len(means))), means, log_vars)
     logits = np.asarray(prior.logits, np.float64)
-    return np_mixture(z, np.log(softmax(logits)), np.asarray(prior.means, np.float64),
-                      np.asarray(prior.log_vars, np.float64))
+    return np_mixture(
+        z,
+        np.log(softmax(logits)),
+        np.asarray(prior.means, np.float64),
+        np.asarray(prior.log_vars, np.float64),
+    )
 
 
 def first_eps(seed, shape):
@@ -165,7 +195,9 @@ def test_iwae_loss_matches_numpy(images, prior):
     for i in range(8):
         z = m[i] + np.exp(0.5 * lv[i]) * eps[i]
         log_pz = np_diag_normal(z, 0.0, 0.0) if prior == "normal" else np_prior(model, z)
-        log_w = np_log_px(model, np.repeat(x[i : i + 1], k, axis=0), z) + log_pz - np_diag_normal(z, m[i], lv[i])
+        log_w = (
+            np_log_px(model, np.repeat(x[i : i + 1], k, axis=0), z) + log_pz - np_diag_normal(z, m[i], lv[i])
+        )
         expected.append(-(logsumexp(log_w) - np.log(k)))
     result = model.test_step(tf.constant(x))
     np.testing.assert_allclose(float(result["loss"]), np.mean(expected), rtol=1e-4)
@@ -178,17 +210,24 @@ def test_iwae_with_one_sample_is_the_monte_carlo_elbo(images, prior):
     elbo = build_vae({**MODEL, "prior": prior, "beta": beta}, seed=seed)
     elbo.set_weights(iwae.get_weights())  # initial weights come from Keras' global generator
     got, want = iwae.test_step(tf.constant(x)), elbo.test_step(tf.constant(x))
-    np.testing.assert_allclose(float(got["loss"]), float(got["reconstruction_loss"]) + beta * float(got["kl_loss"]),
-                               rtol=1e-6)
-    np.testing.assert_allclose(float(got["reconstruction_loss"]), float(want["reconstruction_loss"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(got["loss"]), float(got["reconstruction_loss"]) + beta * float(got["kl_loss"]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        float(got["reconstruction_loss"]), float(want["reconstruction_loss"]), rtol=1e-6
+    )
     if prior != "normal":  # same z, same Monte Carlo KL
         np.testing.assert_allclose(float(got["kl_loss"]), float(want["kl_loss"]), rtol=1e-5, atol=1e-5)
         return
     # N(0, I): the ELBO objective keeps the closed form; the IWAE one estimates it at z.
     m, lv = heads(iwae, x)
     z = m + np.exp(0.5 * lv) * first_eps(seed, (16, 2))
-    np.testing.assert_allclose(float(got["kl_loss"]), (np_diag_normal(z, m, lv) - np_diag_normal(z, 0.0, 0.0)).mean(),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        float(got["kl_loss"]),
+        (np_diag_normal(z, m, lv) - np_diag_normal(z, 0.0, 0.0)).mean(),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("prior,objective,k", VARIANTS)
@@ -207,8 +246,13 @@ def test_gradients_are_finite_and_reach_the_prior(images, prior, objective, k):
 @pytest.mark.parametrize("prior,objective,k", VARIANTS)
 def test_save_and_load_each_variant(tmp_path, images, prior, objective, k):
     model_params = {**MODEL, "prior": prior}
-    model, _ = training.train(model_params, {**TRAIN, "objective": objective, "iwae_samples": k},
-                              images[:64], images[64:], verbose=0)
+    model, _ = training.train(
+        model_params,
+        {**TRAIN, "objective": objective, "iwae_samples": k},
+        images[:64],
+        images[64:],
+        verbose=0,
+    )
     path = tmp_path / "vae.keras"
     training.save_model(model, path)
     loaded = training.load_model(path, model_params)  # Keras safe mode
@@ -220,9 +264,13 @@ def test_save_and_load_each_variant(tmp_path, images, prior, objective, k):
     np.testing.assert_array_equal(loaded.prior.sample(5, seed=3), model.prior.sample(5, seed=3))
     np.testing.assert_array_equal(loaded.encoder.heads(images[:4])[0], model.encoder.heads(images[:4])[0])
     other = "mixture" if prior != "mixture" else "normal"
-    with pytest.raises(PipelineError, match=rf"model has prior = {prior} but params.yaml has model.prior = {other}"):
+    with pytest.raises(
+        PipelineError, match=rf"model has prior = {prior} but params.yaml has model.prior = {other}"
+    ):
         training.load_model(path, {**model_params, "prior": other})
-    with pytest.raises(PipelineError, match=r"prior_components = 4 but params.yaml has model.prior_components = 9"):
+    with pytest.raises(
+        PipelineError, match=r"prior_components = 4 but params.yaml has model.prior_components = 9"
+    ):
         training.load_model(path, {**model_params, "prior_components": 9})
 
 
@@ -231,7 +279,10 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_losses(images):
     with precision_policy("mixed_bfloat16"):
         model = build_vae({**MODEL, "prior": "mixture"}, seed=1, objective="iwae", iwae_samples=2)
     assert keras.mixed_precision.global_policy().name == "float32"
-    assert model.encoder.convs[0].compute_dtype == "bfloat16" and model.encoder.convs[0].kernel.dtype == "float32"
+    assert (
+        model.encoder.convs[0].compute_dtype == "bfloat16"
+        and model.encoder.convs[0].kernel.dtype == "float32"
+    )
     assert model.prior.compute_dtype == "float32" and model.encoder.sampling.compute_dtype == "float32"
     loss, reconstruction, kl = model.compute_losses(tf.constant(images[:8]))
     assert loss.dtype == reconstruction.dtype == kl.dtype == tf.float32
@@ -246,13 +297,37 @@ def test_precision_policy_never_leaks(images):
         with precision_policy("mixed_bfloat16"):
             raise RuntimeError("boom")
     assert keras.mixed_precision.global_policy().name == "float32"
-    model, summary = training.train({**MODEL, "prior": "mixture"}, {**TRAIN, "precision": "mixed_bfloat16"},
-                                    images[:64], images[64:], verbose=0)
+    model, summary = training.train(
+        {**MODEL, "prior": "mixture"},
+        {**TRAIN, "precision": "mixed_bfloat16"},
+        images[:64],
+        images[64:],
+        verbose=0,
+    )
     assert keras.mixed_precision.global_policy().name == "float32"
     # Saved and evaluated as float32: same config, float32 compute everywhere.
     assert model.dtype_policy.name == "float32" and model.encoder.convs[0].compute_dtype == "float32"
     assert np.isfinite(summary["val"]["loss"])
     assert build_vae(MODEL, seed=0).encoder.convs[0].compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_are_reproducible(images, precision):
+    """Same seed, same machine type: the same float32 weights (op determinism holds in 16 bits too)."""
+
+    def weights():
+        model, summary = training.train(
+            {**MODEL, "prior": "mixture"},
+            {**TRAIN, "precision": precision},
+            images[:64],
+            images[64:],
+            verbose=0,
+        )
+        assert np.isfinite(summary["train"]["loss"])
+        return [w.numpy() for w in model.weights]
+
+    a, b = weights(), weights()
+    assert all(u.dtype != np.float16 and np.array_equal(u, v) for u, v in zip(a, b))
 
 
 def test_evaluation_uses_the_models_prior(images):
@@ -261,13 +336,19 @@ def test_evaluation_uses_the_models_prior(images):
     terms = evaluation.elbo_terms(model, x, batch_size=4, seed=seed)
     m, lv = heads(model, x)
     z = m + np.exp(0.5 * lv) * np.random.default_rng(seed).standard_normal(m.shape).astype(np.float32)
-    np.testing.assert_allclose(terms["kl"], np_diag_normal(z, m, lv) - np_prior(model, z), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        terms["kl"], np_diag_normal(z, m, lv) - np_prior(model, z), rtol=1e-4, atol=1e-4
+    )
     k = 5
     got = evaluation.iwae_nll(model, x[:2], k=k, batch_size=10, seed=seed)
     eps = np.random.default_rng(seed).standard_normal((2, k, 2)).astype(np.float32)
     for i in range(2):
         zi = m[i] + np.exp(0.5 * lv[i]) * eps[i]
-        log_w = np_log_px(model, np.repeat(x[i : i + 1], k, 0), zi) + np_prior(model, zi) - np_diag_normal(zi, m[i], lv[i])
+        log_w = (
+            np_log_px(model, np.repeat(x[i : i + 1], k, 0), zi)
+            + np_prior(model, zi)
+            - np_diag_normal(zi, m[i], lv[i])
+        )
         np.testing.assert_allclose(got[i], -(logsumexp(log_w) - np.log(k)), rtol=1e-4)
 
 
@@ -280,14 +361,32 @@ def test_defaults_are_todays_model():
     assert DEFAULTS["train"]["precision"] == "float32"
 
 
-@pytest.mark.parametrize("section,key,value,message", [
-    ("model", "prior", "laplace", r"model\.prior = 'laplace' is invalid; expected one of 'normal', 'mixture', 'vamp'"),
-    ("model", "prior_components", 0, r"model\.prior_components = 0 is invalid; expected an integer in \[1, 1000\]"),
-    ("train", "objective", "vi", r"train\.objective = 'vi' is invalid; expected one of 'elbo', 'iwae'"),
-    ("train", "iwae_samples", 0, r"train\.iwae_samples = 0 is invalid"),
-    ("train", "precision", "float16", r"train\.precision = 'float16' is invalid; expected one of 'float32', "
-     r"'mixed_bfloat16', 'mixed_float16'"),
-])
+@pytest.mark.parametrize(
+    "section,key,value,message",
+    [
+        (
+            "model",
+            "prior",
+            "laplace",
+            r"model\.prior = 'laplace' is invalid; expected one of 'normal', 'mixture', 'vamp'",
+        ),
+        (
+            "model",
+            "prior_components",
+            0,
+            r"model\.prior_components = 0 is invalid; expected an integer in \[1, 1000\]",
+        ),
+        ("train", "objective", "vi", r"train\.objective = 'vi' is invalid; expected one of 'elbo', 'iwae'"),
+        ("train", "iwae_samples", 0, r"train\.iwae_samples = 0 is invalid"),
+        (
+            "train",
+            "precision",
+            "float16",
+            r"train\.precision = 'float16' is invalid; expected one of 'float32', "
+            r"'mixed_bfloat16', 'mixed_float16'",
+        ),
+    ],
+)
 def test_params_refuse_bad_values(section, key, value, message):
     raw = copy.deepcopy(DEFAULTS)
     raw[section][key] = value
@@ -298,7 +397,9 @@ def test_params_refuse_bad_values(section, key, value, message):
 def test_params_refuse_samples_the_elbo_ignores():
     raw = copy.deepcopy(DEFAULTS)
     raw["train"]["iwae_samples"] = 8
-    with pytest.raises(PipelineError, match=r"train\.iwae_samples = 8 has no effect with train\.objective = 'elbo'"):
+    with pytest.raises(
+        PipelineError, match=r"train\.iwae_samples = 8 has no effect with train\.objective = 'elbo'"
+    ):
         params.validate(raw)
     raw["train"]["objective"] = "iwae"
     assert params.validate(raw)["train"]["iwae_samples"] == 8

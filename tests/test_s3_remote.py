@@ -3,8 +3,9 @@
 moto's standalone server (tests/s3_server.py) runs on a free port of 127.0.0.1 and checks
 request signatures against an IAM user, as AWS does. The pipeline's outputs go there with
 `dvc push`, come back into a fresh clone with `dvc pull`, and the model is fetched by name
-with `dvc artifacts get`. Bad set-ups (wrong endpoint, missing bucket, wrong credentials,
-the server going down mid-push) each stop with DVC's one `ERROR:` line and lose nothing.
+with `dvc artifacts get`. Bad set-ups (wrong endpoint, missing bucket, wrong credentials)
+each stop with one `ERROR:` line and lose nothing; when the server goes down mid-push, the
+files already stored stay stored and a re-run of `dvc push` sends the rest.
 Credentials never enter a committed file: `--local` config here, environment variables
 in the clones.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN_DIR, project_env, run, stages_run, update_params
-from tests.s3_server import Outage, S3Remote, free_port, running_s3_remote
+from tests.s3_server import FlakyEndpoint, S3Remote, free_port, running_s3_remote
 
 pytestmark = pytest.mark.e2e
 
@@ -185,8 +186,10 @@ def unpushed_change(project, s3) -> dict[str, str]:
 
 # DVC's first request to the remote is a listing (ListObjectsV2) or, racing it, a HEAD of a
 # directory manifest; a HEAD response has no body, so S3 reports only its status code.
-FORBIDDEN_HEAD = "ERROR: unexpected error - Forbidden: An error occurred (403) when calling the HeadObject operation: Forbidden"
-BAD_SIGNATURE = "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+FORBIDDEN_HEAD = ("ERROR: unexpected error - Forbidden: "
+                  "An error occurred (403) when calling the HeadObject operation: Forbidden")
+BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. "
+                 "Check your key and signing method.")
 UNKNOWN_KEY = "The AWS Access Key Id you provided does not exist in our records."
 BAD_SETUPS = {
     # id: (`dvc remote modify --local storage ...` arguments, the ERROR lines DVC may print)
@@ -253,11 +256,11 @@ def test_server_stopped_mid_push_then_push_completes(project, s3, tmp_path):
     A throttled forwarder (2 MB/s) stands for the server, so the cut always lands with
     some files stored and others not yet sent.
     """
-    outage = Outage(s3.server.port, bytes_per_second=2e6).start()
+    flaky = FlakyEndpoint(s3.server.port, bytes_per_second=2e6).up()
     prefix = "outage-copy"
     try:
         dvc(s3, project, "remote", "add", "--local", "flaky", s3.url(prefix))
-        dvc(s3, project, "remote", "modify", "--local", "flaky", "endpointurl", outage.endpoint)
+        dvc(s3, project, "remote", "modify", "--local", "flaky", "endpointurl", flaky.endpoint)
         before = digests(project)
         push = subprocess.Popen(
             [str(BIN_DIR / "dvc"), "push", "-r", "flaky"], cwd=project, env=s3.env(project_env()),
@@ -267,7 +270,7 @@ def test_server_stopped_mid_push_then_push_completes(project, s3, tmp_path):
         while not s3.objects(prefix + "/") and push.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert push.poll() is None, "the push ended before the cut: " + push.communicate()[1]
-        outage.cut()
+        flaky.down()
         stdout, stderr = push.communicate(timeout=600)
         stored = s3.objects(prefix + "/")
 
@@ -275,26 +278,27 @@ def test_server_stopped_mid_push_then_push_completes(project, s3, tmp_path):
         lines = error_lines(subprocess.CompletedProcess([], push.returncode, stdout, stderr))
         # One line per file cut off, then DVC's summary; or, when the cut hits the upload of a
         # directory's manifest (which DVC sends after the directory's files), that failure instead.
-        unreachable = f'Could not connect to the endpoint URL: "{outage.endpoint}/{s3.bucket}/{prefix}/files/md5/'
+        unreachable = f'Could not connect to the endpoint URL: "{flaky.endpoint}/{s3.bucket}/{prefix}/files/'
         *per_file, last = lines
-        assert all(re.fullmatch(rf"ERROR: failed to transfer '[0-9a-f]{{32}}' - {re.escape(unreachable)}.*", line)
-                   for line in per_file), stderr
+        per_file_line = rf"ERROR: failed to transfer '[0-9a-f]{{32}}' - {re.escape(unreachable)}.*"
+        assert all(re.fullmatch(per_file_line, line) for line in per_file), stderr
         assert last in (
             f"ERROR: failed to push data to the cloud - {len(per_file)} files failed to upload",
         ) or (last.startswith(f"ERROR: unexpected error - {unreachable}") and last.endswith('.dir"')), stderr
         assert 1 <= len(stored) < len(CACHED_OUTPUTS) + 2
         assert digests(project) == before
 
-        outage.bytes_per_second = None  # the server is back, at full speed
-        outage.restore()
+        flaky.bytes_per_second = None  # the server is back, at full speed
+        flaky.up()
         again = dvc(s3, project, "push", "-r", "flaky", credentials=True)
         assert pushed_count(again) == len(CACHED_OUTPUTS) + 2 - len(stored)
-        assert dvc(s3, project, "push", "-r", "flaky", credentials=True).stdout.strip() == "Everything is up to date."
+        again = dvc(s3, project, "push", "-r", "flaky", credentials=True)
+        assert again.stdout.strip() == "Everything is up to date."
 
         copy = clone(project, tmp_path / "clone")
         dvc(s3, copy, "remote", "add", "--local", "flaky", s3.url(prefix))
-        dvc(s3, copy, "remote", "modify", "--local", "flaky", "endpointurl", outage.endpoint)
+        dvc(s3, copy, "remote", "modify", "--local", "flaky", "endpointurl", flaky.endpoint)
         dvc(s3, copy, "pull", "-r", "flaky", credentials=True)
         assert digests(copy) == before
     finally:
-        outage.cut()
+        flaky.down()
