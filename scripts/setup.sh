@@ -59,6 +59,12 @@ stamp="$VENV/.requirements.sha256"
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned Python packages (first time: a few minutes)"
+  # Both TensorFlow builds install the same `tensorflow` package: drop the one not pinned.
+  for build in tensorflow tensorflow-cpu; do
+    if ! grep -Eq "^$build(\[[a-z-]+\])?==" requirements.txt && "$VENV/bin/python" -m pip show -q "$build" 2>/dev/null; then
+      "$VENV/bin/python" -m pip uninstall -q -y "$build"
+    fi
+  done
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi

@@ -18,7 +18,7 @@ def main() -> None:
     headline, details = evaluation.split_metrics(metrics)
     atomic.write_json(METRICS_PATH, headline)
     atomic.write_json(DETAILS_PATH, details)
-    knn = ", ".join(f"{k}-NN {v:.4f}" for k, v in metrics["knn_accuracy"].items())
+    knn = ", ".join(f"{k.lstrip('k')}-NN {v:.4f}" for k, v in metrics["knn_accuracy"].items())
     print(
         f"evaluate: -ELBO {metrics['neg_elbo']:.2f}, IWAE(K={metrics['iwae_samples']}) "
         f"{metrics['iwae_nll']:.2f} nats/image; {knn}; silhouette {metrics['silhouette']:.3f}"
