@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from fashion_vae.errors import PipelineError
+from fashion_vae.params import quote  # cuts a long value, so the error stays one short line
 
 ENV_VAR = "TF_CONFIG"
 DOCS = "docs/multi-worker.md"
@@ -49,7 +50,7 @@ def parse_tf_config(text: str) -> Cluster:
     Only a ``worker`` job is supported (worker 0 is the chief): TensorFlow also knows
     ``chief``, ``ps`` and ``evaluator`` jobs, which this pipeline does not run.
     """
-    where = f"{ENV_VAR}"
+    where = ENV_VAR
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
@@ -58,14 +59,14 @@ def parse_tf_config(text: str) -> Cluster:
         raise PipelineError(f"{where}: expected a JSON object with 'cluster' and 'task', got {type(config).__name__}")
     unknown = sorted(set(config) - {"cluster", "task", "environment", "rpc_layer"})
     if unknown:
-        raise PipelineError(f"{where}: unknown key {unknown[0]!r}; expected 'cluster' and 'task'")
+        raise PipelineError(f"{where}: unknown key {quote(unknown[0])}; expected 'cluster' and 'task'")
     cluster = config.get("cluster")
     if not isinstance(cluster, dict) or not cluster:
         raise PipelineError(f"{where}: no 'cluster' (expected \"cluster\": {{\"worker\": [\"host:port\", ...]}})")
     other_jobs = sorted(set(cluster) - {"worker"})
     if other_jobs:
         raise PipelineError(
-            f"{where}: cluster has a {other_jobs[0]!r} job; only 'worker' is supported (worker 0 is the chief)"
+            f"{where}: cluster has a {quote(other_jobs[0])} job; only 'worker' is supported (worker 0 is the chief)"
         )
     workers = cluster.get("worker")
     if not isinstance(workers, list) or not workers:
@@ -73,19 +74,19 @@ def parse_tf_config(text: str) -> Cluster:
     for address in workers:
         match = _ADDRESS.match(address) if isinstance(address, str) else None
         if match is None or not 0 < int(match.group(2)) < 65536:
-            raise PipelineError(f"{where}: cluster.worker has {address!r}; expected \"host:port\" with a port in 1-65535")
+            raise PipelineError(f"{where}: cluster.worker has {quote(address)}; expected \"host:port\" with a port in 1-65535")
     duplicates = sorted({a for a in workers if workers.count(a) > 1})
     if duplicates:
-        raise PipelineError(f"{where}: cluster.worker lists {duplicates[0]!r} more than once")
+        raise PipelineError(f"{where}: cluster.worker lists {quote(duplicates[0])} more than once")
     task = config.get("task")
     if not isinstance(task, dict):
         raise PipelineError(f"{where}: no 'task' (expected \"task\": {{\"type\": \"worker\", \"index\": N}})")
     task_type = task.get("type")
     if task_type != "worker":
-        raise PipelineError(f"{where}: task.type is {task_type!r}; expected 'worker'")
+        raise PipelineError(f"{where}: task.type is {quote(task_type)}; expected 'worker'")
     index = task.get("index")
     if isinstance(index, bool) or not isinstance(index, int):
-        raise PipelineError(f"{where}: task.index is {index!r}; expected an integer")
+        raise PipelineError(f"{where}: task.index is {quote(index)}; expected an integer")
     if not 0 <= index < len(workers):
         raise PipelineError(
             f"{where}: task.index {index} is out of range; cluster.worker has {len(workers)} "

@@ -86,6 +86,7 @@ BAD_TF_CONFIGS = [
     (tf_config(index=True), r"^TF_CONFIG: task\.index is True; expected an integer$"),
     (tf_config(task_type="chief"), r"^TF_CONFIG: task\.type is 'chief'; expected 'worker'$"),
     (tf_config(task_type="evaluator"), r"^TF_CONFIG: task\.type is 'evaluator'; expected 'worker'$"),
+    (tf_config(task_type="x" * 5000), r"^TF_CONFIG: task\.type is 'x{56}\.\.\.; expected 'worker'$"),  # cut short
     (json.dumps({"cluster": {"worker": TWO, "ps": ["h:1"]}, "task": {"type": "worker", "index": 0}}),
      r"^TF_CONFIG: cluster has a 'ps' job; only 'worker' is supported \(worker 0 is the chief\)$"),
     (json.dumps({"cluster": {"chief": ["h:1"], "worker": TWO}, "task": {"type": "worker", "index": 0}}),
