@@ -107,8 +107,8 @@ def test_evaluate_reports_every_metric(trained):
     metrics = evaluation.evaluate(model, (x, y), (x, y), params)
     assert metrics["neg_elbo"] == pytest.approx(metrics["reconstruction"] + metrics["kl"])
     assert metrics["iwae_nll"] <= metrics["neg_elbo"] + 1.0
-    assert set(metrics["knn_accuracy"]) == {"k1", "k5"}
-    assert metrics["knn_accuracy"]["k1"] == 1.0  # test == train: each point is its own neighbour
+    assert set(metrics["knn"]) == {"k1", "k5"}
+    assert metrics["knn"]["k1"] == 1.0  # test == train: each point is its own neighbour
     assert len(metrics["per_class_reconstruction"]) == 10
     assert metrics["test_images"] == len(x)
     headline, details = evaluation.split_metrics(metrics)

@@ -707,7 +707,7 @@ def test_sigkill_dvc_repro_then_checkout_then_second_repro_is_locked_out(ws):
         kill_group_if_alive(proc)
     assert (ws.root / STAGING).is_dir()  # dvclive's scratch; the next run must remove it
     after = ws.snapshot()
-    train_outs = (MODEL, "metrics/train.json", "metrics/training/")
+    train_outs = (MODEL, "metrics/train.json", "metrics/train_details.json", "metrics/training/")
     assert not [rel for rel in after if rel.startswith(train_outs)], "a partial train output was left"
     leftovers = {rel: h for rel, h in after.items() if not rel.startswith(STAGING + "/")}
     assert all(before.get(rel) == h for rel, h in leftovers.items()), "an output changed or a file appeared"
