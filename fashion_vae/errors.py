@@ -46,8 +46,7 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
             sys.exit(1)
         except OSError as err:  # last resort for I/O the stage did not anticipate (a full disk)
             where = err.filename or "I/O"
-            reason = err.strerror or err
-            print(f"error: {where}: {reason}; outputs are only replaced by complete files", file=sys.stderr)
+            print(f"error: {where}: {err.strerror or err}; outputs are only replaced by complete files", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
             print(f"error: {interrupted_message()}", file=sys.stderr)
