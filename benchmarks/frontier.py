@@ -2,11 +2,11 @@
 
     python -m benchmarks.frontier [--budgets 60 180 480] [--configs NAME ...] [--config NAME=JSON ...]
                                   [--data DIR] [--train-images N] [--test-images N] [--val-images N]
-                                  [--iwae-samples K] [--out PATH] [--plot PATH] [--list]
+                                  [--iwae-samples K] [--plain-epochs N] [--out PATH] [--plot PATH] [--list]
 
-Every configuration trains once per budget, from scratch, in a fresh child process, one
-run at a time, budgets in the outer loop (so background load hits all configurations
-alike). A run is planned to fill its budget: a short calibration measures the
+Every configuration of the project trains once per budget, from scratch, in a fresh child
+process, one run at a time, budgets in the outer loop (so background load hits all
+configurations alike). A run is planned to fill its budget: a short calibration measures the
 configuration's images/s, the epochs that fit the budget set the learning-rate schedule
 (cosine decays to zero at the budget), and training stops at the budget whatever the
 estimate said. The training seconds reported are from the start of ``fit`` (graph
@@ -21,14 +21,20 @@ stage computes them.
 Configurations are overrides of params.yaml's ``model`` and ``train`` sections (see
 ``--list``), plus ``plain keras.io``: the keras.io example as the benchmarks package
 writes it (benchmarks/plain_vae.py: the seed architecture, Adam's defaults, ``fit`` on
-numpy at batch 128) in a child with TensorFlow's default settings. Its weights are then
+numpy at batch 128) in a child with TensorFlow's default settings. Its weights are
 copied into the project's VAE of the same architecture for scoring (the probabilities
-are checked to agree).
+are checked to agree). Its learning rate is constant, so a run stopped at a budget is
+the start of a longer run: it trains once, for ``--plain-epochs`` (30, as the example
+does), and is scored when its training clock passes each budget (the clock stops while
+it is scored) and at the end. The report says, for each configuration, after how many
+training seconds it first reaches the plain example's final test iwae_nll (linear
+between its budgets), and how many times faster that is than the plain example.
 
 It prints a table, writes JSON (default benchmarks/frontier.json) and, with ``--plot``,
 draws test iwae_nll against training seconds, one line per configuration. Nothing else
-is written. On the full data, 5 configurations x (1 + 3 + 8) minutes is about an hour
-of training plus scoring (IWAE with K = 100 on 10,000 test images takes minutes a run).
+is written. On the full data, 4 configurations x (1 + 3 + 8) minutes, the plain example's
+30 epochs, and scoring (IWAE with K = 100 on 10,000 test images, about a minute a run)
+take about 80 minutes.
 """
 
 from __future__ import annotations
@@ -46,17 +52,24 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import ROOT  # noqa: E402
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, versions  # noqa: E402
 from benchmarks.report import write_json  # noqa: E402
 from benchmarks.runners import RUNTIME_ENV  # noqa: E402
 
 PLAIN = "plain keras.io"
+# Spelled out in full, so that a result means the same whatever params.yaml's defaults are.
 CONFIGS = {
     PLAIN: None,
-    "default": {},
-    "mixed_bfloat16": {"train": {"precision": "mixed_bfloat16"}},
-    "mixture prior": {"model": {"prior": "mixture"}},
-    "iwae K=5": {"train": {"objective": "iwae", "iwae_samples": 5}},
+    "normal prior": {"model": {"prior": "normal"}, "train": {"objective": "elbo", "precision": "float32"}},
+    "mixture prior": {"model": {"prior": "mixture"}, "train": {"objective": "elbo", "precision": "float32"}},
+    "mixture, iwae K=5": {
+        "model": {"prior": "mixture"},
+        "train": {"objective": "iwae", "iwae_samples": 5, "precision": "float32"},
+    },
+    "mixture, bfloat16": {
+        "model": {"prior": "mixture"},
+        "train": {"objective": "elbo", "precision": "mixed_bfloat16"},
+    },
 }
 DEFAULT_BUDGETS = (60.0, 180.0, 480.0)
 DEFAULT_OUT = ROOT / "benchmarks" / "frontier.json"
@@ -95,10 +108,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--iwae-samples", type=int, help="K of the scored IWAE bound (default evaluate.iwae_samples)"
     )
+    p.add_argument(
+        "--plain-epochs", type=int, default=30, help="epochs of the plain example's one run (default 30)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--plot", type=Path, help="also draw test iwae_nll against training seconds (PNG)")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
-    p.add_argument("--one", nargs=3, metavar=("NAME", "SPEC", "BUDGET"), help=argparse.SUPPRESS)
+    p.add_argument("--one", nargs=3, metavar=("NAME", "SPEC", "BUDGETS"), help=argparse.SUPPRESS)
     p.add_argument("--settings", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -245,50 +261,90 @@ def run_project(overrides: dict, budget: float, settings: dict) -> dict:
     }
 
 
-def run_plain(budget: float, settings: dict) -> dict:
-    """The keras.io example, trained under TensorFlow's defaults until the budget runs out."""
+def plain_checkpoints_callback(budgets: list[float], score_now):
+    """Scores the plain example when its training clock passes each budget; the clock stops meanwhile."""
+    import keras
+
+    class Checkpoints(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.pending = sorted(budgets)
+            self.results = []
+            self.steps = 0
+            self.paused = 0.0
+            self.start = None
+
+        def seconds(self) -> float:
+            return time.perf_counter() - self.start - self.paused
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += 1
+            if self.pending and self.seconds() >= self.pending[0]:
+                self.record(self.pending.pop(0))
+
+        def record(self, budget):
+            seconds, began = self.seconds(), time.perf_counter()
+            self.results.append({"budget_s": budget, "train_seconds": round(seconds, 2), "train_steps": self.steps,
+                                 "stopped_by_budget": budget is not None, **score_now()})
+            self.paused += time.perf_counter() - began
+
+    return Checkpoints()
+
+
+def run_plain(budgets: list[float], settings: dict) -> list[dict]:
+    """The keras.io example under TensorFlow's defaults: one run of ``plain_epochs``, scored along the way."""
     import keras
     import numpy as np
 
     from benchmarks.flops import SEED_BATCH, SEED_MODEL
     from benchmarks.plain_vae import build_plain_vae
 
-    # Only numpy and Keras until training is done: nothing of the project's runtime settings.
+    # Only numpy and Keras until training starts: nothing of the project's runtime settings.
     with np.load(Path(settings["data"]) / "train.npz", allow_pickle=False) as data:
         x = np.ascontiguousarray(data["x"][: settings.get("train_images") or None])
     seed = settings["seed"]
     keras.utils.set_random_seed(seed)
     plain = build_plain_vae(seed)
-    stop = time_budget_callback(budget)
-    plain.fit(x, epochs=1_000_000, batch_size=SEED_BATCH, callbacks=[stop], verbose=0)
-    epochs_run = stop.steps / -(-len(x) // SEED_BATCH)
+    splits = {}
 
-    from fashion_vae.model import build_vae  # TensorFlow is loaded: the package's settings change nothing now
+    def score_now() -> dict:
+        # TensorFlow is loaded and configured by now: importing the package changes nothing of it.
+        from fashion_vae.model import build_vae
 
-    model = build_vae(SEED_MODEL, seed)
-    model.encoder.set_weights(plain.encoder.get_weights())
-    model.decoder.set_weights(plain.decoder.get_weights())
-    z = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
-    np.testing.assert_allclose(model.decoder(z), plain.decoder(z), rtol=1e-4, atol=1e-6)
-    train, _, test = load_splits(settings)
-    return {
-        "epochs_planned": None,
-        "epochs_run": round(epochs_run, 2),
-        "calibrated_images_per_second": None,
-        "calibrated_overhead_s": None,
-        "train_seconds": round(stop.seconds, 2),
-        "train_steps": stop.steps,
-        "stopped_by_budget": stop.stopped,
-        **score(model, train, test, settings["iwae_samples"]),
-    }
+        if not splits:
+            train, _, test = load_splits(settings)
+            splits.update(train=train, test=test, model=build_vae(SEED_MODEL, seed))
+        model = splits["model"]
+        model.encoder.set_weights(plain.encoder.get_weights())
+        model.decoder.set_weights(plain.decoder.get_weights())
+        z = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+        np.testing.assert_allclose(model.decoder(z), plain.decoder(z), rtol=1e-4, atol=1e-6)
+        return score(model, splits["train"], splits["test"], settings["iwae_samples"])
+
+    checkpoints = plain_checkpoints_callback(budgets, score_now)
+    epochs = settings["plain_epochs"]
+    plain.fit(x, epochs=epochs, batch_size=SEED_BATCH, callbacks=[checkpoints], verbose=0)
+    checkpoints.record(None)  # the end of the run: the example's own number of epochs
+    steps_per_epoch = -(-len(x) // SEED_BATCH)
+    return [
+        {"epochs_planned": epochs if r["budget_s"] is None else None,
+         "epochs_run": round(r["train_steps"] / steps_per_epoch, 2),
+         "calibrated_images_per_second": None, "calibrated_overhead_s": None, **r}
+        for r in checkpoints.results
+    ]
 
 
-def run_child(name: str, spec: str, budget: float, settings: dict) -> None:
+def run_child(name: str, spec: str, budgets: list[float], settings: dict) -> None:
     overrides = json.loads(spec)
-    result = run_plain(budget, settings) if overrides is None else run_project(overrides, budget, settings)
-    print(
-        TAG + json.dumps({"config": name, "overrides": overrides, "budget_s": budget, **result}), flush=True
-    )
+    if overrides is None:
+        results = run_plain(budgets, settings)
+    else:
+        results = [{"budget_s": budgets[0], **run_project(overrides, budgets[0], settings)}]
+    for result in results:
+        print(TAG + json.dumps({"config": name, "overrides": overrides, **result}), flush=True)
 
 
 # --- parent side: every configuration at every budget, one at a time ---------------------
@@ -302,7 +358,8 @@ def child_env(plain: bool) -> dict:
     return env
 
 
-def run_one(name: str, overrides, budget: float, settings: dict) -> dict | None:
+def run_one(name: str, overrides, budgets: list[float], settings: dict) -> list[dict]:
+    """One child process: a project configuration at one budget, or the plain example's whole run."""
     cmd = [
         sys.executable,
         "-m",
@@ -310,7 +367,7 @@ def run_one(name: str, overrides, budget: float, settings: dict) -> dict | None:
         "--one",
         name,
         json.dumps(overrides),
-        str(budget),
+        json.dumps(budgets),
         "--settings",
         json.dumps(settings),
     ]
@@ -318,9 +375,44 @@ def run_one(name: str, overrides, budget: float, settings: dict) -> dict | None:
     lines = [line for line in out.stdout.splitlines() if line.startswith(TAG)]
     if out.returncode != 0 or not lines:
         reason = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"{name} @ {budget:g} s: failed ({reason})", flush=True)
-        return None
-    return json.loads(lines[-1][len(TAG) :])
+        print(f"{name} @ {', '.join(f'{b:g}' for b in budgets)} s: failed ({reason})", flush=True)
+        return []
+    return [json.loads(line[len(TAG) :]) for line in lines]
+
+
+def seconds_to_reach(results: list[dict], config: str, target: float) -> float | None:
+    """Training seconds at which ``config`` first reaches test iwae_nll ``target``, linear between points.
+
+    None if it never does; the first point's seconds if it already does there (an upper bound).
+    """
+    points = sorted((r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == config)
+    previous = None
+    for seconds, nll in points:
+        if nll <= target:
+            if previous is None:
+                return seconds
+            (s0, n0) = previous
+            return s0 + (seconds - s0) * (n0 - target) / (n0 - nll)
+        previous = (seconds, nll)
+    return None
+
+
+def speedups(results: list[dict]) -> dict:
+    """For each configuration: when it reaches the plain example's final quality, and how much sooner."""
+    final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
+    if not final:
+        return {}
+    target, plain_seconds = final[0]["iwae_nll"], final[0]["train_seconds"]
+    out = {"plain_final": {"iwae_nll": target, "train_seconds": plain_seconds, "epochs": final[0]["epochs_run"]}}
+    for name in dict.fromkeys(r["config"] for r in results if r["config"] != PLAIN):
+        reached = seconds_to_reach(results, name, target)
+        first = min(r["train_seconds"] for r in results if r["config"] == name)
+        out[name] = {
+            "seconds": None if reached is None else round(reached, 1),
+            "times_faster": None if reached is None else round(plain_seconds / reached, 1),
+            "at_first_budget": reached is not None and reached == first,  # so only "at least" that much faster
+        }
+    return out
 
 
 def print_table(results: list[dict]) -> None:
@@ -328,11 +420,28 @@ def print_table(results: list[dict]) -> None:
         f"\n{'configuration':18s} {'budget s':>8s} {'train s':>8s} {'epochs':>7s} {'iwae_nll':>9s} "
         f"{'-ELBO':>8s} {'KL':>6s} {'5-NN':>6s}"
     )
-    for r in sorted(results, key=lambda r: (r["config"], r["budget_s"])):
+    for r in sorted(results, key=lambda r: (r["config"], r["budget_s"] or float("inf"))):
+        budget = "end" if r["budget_s"] is None else f"{r['budget_s']:.0f}"
         print(
-            f"{r['config']:18s} {r['budget_s']:8.0f} {r['train_seconds']:8.1f} {r['epochs_run']:7} "
+            f"{r['config']:18s} {budget:>8s} {r['train_seconds']:8.1f} {r['epochs_run']:7} "
             f"{r['iwae_nll']:9.2f} {r['neg_elbo']:8.2f} {r['kl']:6.2f} {r[f'knn{KNN_K}']:6.3f}"
         )
+
+
+def print_speedups(speed: dict) -> None:
+    if not speed:
+        return
+    plain = speed["plain_final"]
+    print(f"\nthe plain example's {plain['epochs']:g}-epoch test iwae_nll {plain['iwae_nll']:.2f}, "
+          f"after {plain['train_seconds']:.0f} s of training, is reached by:")
+    for name, s in speed.items():
+        if name == "plain_final":
+            continue
+        if s["seconds"] is None:
+            print(f"  {name:18s} not within its budgets")
+        else:
+            bound = "at least " if s["at_first_budget"] else ""
+            print(f"  {name:18s} after {s['seconds']:.0f} s: {bound}{s['times_faster']:g}x faster")
 
 
 def draw(results: list[dict], path: Path) -> None:
@@ -346,6 +455,12 @@ def draw(results: list[dict], path: Path) -> None:
     for name in dict.fromkeys(r["config"] for r in results):
         points = sorted((r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == name)
         ax.plot(*zip(*points), marker="o", label=name)
+    final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
+    if final:
+        ax.axhline(final[0]["iwae_nll"], color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"plain example after {final[0]['epochs_run']:g} epochs", (0, final[0]["iwae_nll"]),
+                    xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points",
+                    fontsize=8, color="grey")
     ax.set_xlabel("training seconds (wall clock)")
     ax.set_ylabel("test iwae_nll (nats per image, lower is better)")
     ax.set_title("Quality per training time")
@@ -382,7 +497,7 @@ def configurations(args) -> dict:
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.one:
-        run_child(args.one[0], args.one[1], float(args.one[2]), json.loads(args.settings))
+        run_child(args.one[0], args.one[1], json.loads(args.one[2]), json.loads(args.settings))
         return None
     configs = configurations(args)
     if args.list:
@@ -392,6 +507,8 @@ def main(argv=None) -> dict | None:
         return None
     if any(b <= 0 for b in args.budgets):
         raise SystemExit("error: --budgets must be positive seconds")
+    if args.plain_epochs < 1:
+        raise SystemExit("error: --plain-epochs must be at least 1")
     from fashion_vae import params  # in the parent only: the children start fresh
 
     cfg = params.load(ROOT / "params.yaml")
@@ -402,6 +519,7 @@ def main(argv=None) -> dict | None:
         "val_images": args.val_images,
         "iwae_samples": args.iwae_samples or cfg["evaluate"]["iwae_samples"],
         "seed": cfg["train"]["seed"],
+        "plain_epochs": args.plain_epochs,
     }
     machine = machine_info()
     bf16 = [f for f in machine["simd"] if "bf16" in f]
@@ -412,15 +530,24 @@ def main(argv=None) -> dict | None:
     )
     started = time.perf_counter()
     results = []
-    for budget in sorted(args.budgets):
+    budgets = sorted(args.budgets)
+    if PLAIN in configs:  # one run, scored at every budget
+        for result in run_one(PLAIN, None, budgets, settings):
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    for budget in budgets:
         for name, overrides in configs.items():
-            result = run_one(name, overrides, budget, settings)
-            if result is not None:
+            if overrides is None:
+                continue
+            for result in run_one(name, overrides, [budget], settings):
                 results.append(result)
                 print(json.dumps(result), flush=True)
+    import fashion_vae.quiet_tensorflow  # noqa: F401  (versions() loads TensorFlow: no start-up lines)
+
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**machine, "bf16_instructions": bf16},
+        "versions": versions(),
         "settings": {
             **settings,
             "budgets_s": sorted(args.budgets),
@@ -429,9 +556,11 @@ def main(argv=None) -> dict | None:
             "eval_seed": EVAL_SEED,
         },
         "results": results,
+        "reaching_the_plain_example": speedups(results),
         "frontier_seconds": round(time.perf_counter() - started, 1),
     }
     print_table(results)
+    print_speedups(report["reaching_the_plain_example"])
     write_json(args.out, report)
     print(
         f"\nwrote {args.out}"

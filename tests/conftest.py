@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,42 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **k
 
 def dvc(project: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     return run([str(BIN_DIR / "dvc"), *args], project, check=check, timeout=timeout)
+
+
+def start_queue_workers(project: Path, jobs: int, env: dict | None = None) -> None:
+    """``dvc queue start -j JOBS`` with its output in a file, not a pipe.
+
+    The workers are forked from it and keep its stdout and stderr open until they exit,
+    so reading them through a pipe would wait for the whole queue (and for ever if a
+    worker hangs) instead of returning once the workers are started.
+    """
+    log = project / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        result = subprocess.run(
+            [str(BIN_DIR / "dvc"), "queue", "start", "-j", str(jobs)], cwd=project,
+            env=env or project_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    assert result.returncode == 0, log.read_text()
+
+
+def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 3) -> str:
+    """Poll ``dvc queue status`` until nothing is queued or running; the last status.
+
+    On time-out, fails with the status and the workers' own logs, which say where they stuck.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run([str(BIN_DIR / "dvc"), "queue", "status"], project, env=env or project_env()).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        if time.monotonic() > deadline:
+            logs = sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("**/*.out"))
+            tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
+                              for p in logs)
+            pytest.fail(f"queue did not finish in {timeout:.0f} s:\n{status}\n{tails}")
+        time.sleep(poll_s)
 
 
 def update_params(project: Path, overrides: dict) -> None:

@@ -82,3 +82,38 @@ def test_sweep_rejects_a_malformed_configuration_before_training():
 
     with pytest.raises(json.JSONDecodeError):
         main(['{"train": {"epochs": 2}}', "{not json"])
+
+
+def frontier_point(config, budget, seconds, nll):
+    return {"config": config, "budget_s": budget, "train_seconds": seconds, "iwae_nll": nll, "epochs_run": 30}
+
+
+def test_frontier_finds_when_a_configuration_reaches_the_plain_examples_final_quality():
+    from benchmarks.frontier import PLAIN, seconds_to_reach, speedups
+
+    results = [
+        frontier_point(PLAIN, 60, 60.0, 280.0),
+        frontier_point(PLAIN, None, 600.0, 266.0),  # the plain example's last epoch
+        frontier_point("fast", 60, 61.0, 270.0),
+        frontier_point("fast", 180, 181.0, 262.0),  # crosses 266 half-way between 61 s and 181 s
+        frontier_point("faster", 60, 62.0, 265.0),  # already better at its first budget
+        frontier_point("slow", 60, 60.0, 300.0),
+        frontier_point("slow", 180, 180.0, 290.0),
+    ]
+    assert seconds_to_reach(results, "fast", 266.0) == pytest.approx(121.0)
+    assert seconds_to_reach(results, "slow", 266.0) is None
+    speed = speedups(results)
+    assert speed["plain_final"] == {"iwae_nll": 266.0, "train_seconds": 600.0, "epochs": 30}
+    assert speed["fast"] == {"seconds": 121.0, "times_faster": pytest.approx(600 / 121, abs=0.05),
+                             "at_first_budget": False}
+    assert speed["faster"]["at_first_budget"] and speed["faster"]["times_faster"] == pytest.approx(9.7)
+    assert speed["slow"]["seconds"] is None and speed["slow"]["times_faster"] is None
+
+
+def test_frontier_configurations_do_not_depend_on_params_defaults():
+    from benchmarks.frontier import CONFIGS
+
+    for name, spec in CONFIGS.items():
+        if spec is not None:  # every project configuration names its prior, objective and precision
+            assert {"prior"} <= set(spec["model"]), name
+            assert {"objective", "precision"} <= set(spec["train"]), name

@@ -10,13 +10,15 @@ import hashlib
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import BIN_DIR, dvc, make_project, project_env, run, stages_run, update_params
+from tests.conftest import (
+    BIN_DIR, dvc, make_project, project_env, run, stages_run, start_queue_workers, update_params,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -195,16 +197,9 @@ def test_experiment_run_and_diffs(project):
 
 def test_queued_sweep(project):
     dvc(project, "exp", "run", "--queue", "-S", "model.latent_dim=2,4", "-S", "train.epochs=1")
-    dvc(project, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 900
+    start_queue_workers(project, jobs=2)
     try:
-        while time.monotonic() < deadline:
-            status = dvc(project, "queue", "status").stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(5)
-        else:
-            pytest.fail(f"queue did not finish:\n{status}")
+        status = wait_for_queue(project, timeout=600)
     finally:
         dvc(project, "queue", "stop", "--kill", check=False)
     failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]

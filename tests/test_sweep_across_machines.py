@@ -13,13 +13,12 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import BIN_DIR, project_env, run, stages_run
+from tests.conftest import BIN_DIR, project_env, run, stages_run, start_queue_workers, wait_for_queue
 from tests.s3_server import S3Remote, running_s3_remote
 
 pytestmark = pytest.mark.e2e
@@ -96,16 +95,11 @@ def machine(s3: S3Remote, origin: Path, name: str) -> Path:
     return path
 
 
-def wait_for_queue(s3: S3Remote, project: Path, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
+def finish_queue(s3: S3Remote, project: Path, timeout: float = 600) -> None:
+    env = s3.env(project_env())
+    start_queue_workers(project, jobs=1, env=env)
     try:
-        while time.monotonic() < deadline:
-            status = dvc(s3, project, "queue", "status").stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(3)
-        else:
-            pytest.fail(f"queue did not finish:\n{status}")
+        status = wait_for_queue(project, timeout, env=env)
     finally:
         dvc(s3, project, "queue", "stop", "--kill", check=False)
     failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]
@@ -128,8 +122,7 @@ def swept(s3, origin) -> dict[str, str]:
     machine_b = machine(s3, origin, "machine-b")
     for name, lr in MACHINE_B.items():
         dvc(s3, machine_b, "exp", "run", "--queue", "-n", name, *sweep_point(lr))
-    dvc(s3, machine_b, "queue", "start", "-j", "1")
-    wait_for_queue(s3, machine_b)
+    finish_queue(s3, machine_b)
     for name in MACHINE_B:  # queued runs train in temporary copies; read their models back
         dvc(s3, machine_b, "exp", "apply", name)
         models[name] = sha256(machine_b / "models/vae.keras")
