@@ -2,7 +2,8 @@
 
     python -m benchmarks.frontier [--budgets 60 180 480] [--configs NAME ...] [--config NAME=JSON ...]
                                   [--data DIR] [--train-images N] [--test-images N] [--val-images N]
-                                  [--iwae-samples K] [--plain-epochs N] [--out PATH] [--plot PATH] [--list]
+                                  [--iwae-samples K] [--plain-epochs N] [--out PATH] [--plot PATH]
+                                  [--append] [--list]
 
 Every configuration of the project trains once per budget, from scratch, in a fresh child
 process, one run at a time, budgets in the outer loop (so background load hits all
@@ -32,7 +33,8 @@ between its budgets), and how many times faster that is than the plain example.
 
 It prints a table, writes JSON (default benchmarks/frontier.json) and, with ``--plot``,
 draws test iwae_nll against training seconds, one line per configuration. Nothing else
-is written. On the full data, 4 configurations x (1 + 3 + 8) minutes, the plain example's
+is written. ``--append`` adds runs (more budgets, another configuration) to an earlier
+report made with the same data and scoring settings. On the full data, 4 configurations x (1 + 3 + 8) minutes, the plain example's
 30 epochs, and scoring (IWAE with K = 100 on 10,000 test images, about a minute a run)
 take about 80 minutes.
 """
@@ -113,6 +115,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--plot", type=Path, help="also draw test iwae_nll against training seconds (PNG)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add these runs to the results already in --out (same data and scoring settings)",
+    )
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
     p.add_argument("--one", nargs=3, metavar=("NAME", "SPEC", "BUDGETS"), help=argparse.SUPPRESS)
     p.add_argument("--settings", help=argparse.SUPPRESS)
@@ -444,28 +451,60 @@ def print_speedups(speed: dict) -> None:
             print(f"  {name:18s} after {s['seconds']:.0f} s: {bound}{s['times_faster']:g}x faster")
 
 
-def draw(results: list[dict], path: Path) -> None:
-    """Test iwae_nll against training seconds, one line per configuration."""
+def default_config(configs: dict, cfg: dict) -> str | None:
+    """The configuration that params.yaml's current values give, if one of them does."""
+    for name, spec in configs.items():
+        if spec is not None and all(
+            cfg[section].get(key) == value for section, values in spec.items() for key, value in values.items()
+        ):
+            return name
+    return None
+
+
+def figure(results: list[dict], default: str | None = None):
+    """Test iwae_nll against training seconds, one line per configuration.
+
+    Left: everything, the plain example included, on a log time axis. Right: the project's
+    configurations from one minute on, where their differences (a nat or two) are visible.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["config"] for r in results):
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(12, 4.8))
+    names = list(dict.fromkeys(r["config"] for r in results))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    for name in names:
         points = sorted((r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == name)
-        ax.plot(*zip(*points), marker="o", label=name)
+        label = f"{name} (params.yaml)" if name == default else name
+        whole.plot(*zip(*points), marker="o", color=colours[name], label=label)
+        late = [pt for pt in points if pt[0] >= 50]
+        if name != PLAIN and late:
+            zoom.plot(*zip(*late), marker="o", color=colours[name], label=label)
     final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
     if final:
-        ax.axhline(final[0]["iwae_nll"], color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f"plain example after {final[0]['epochs_run']:g} epochs", (0, final[0]["iwae_nll"]),
-                    xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points",
-                    fontsize=8, color="grey")
-    ax.set_xlabel("training seconds (wall clock)")
-    ax.set_ylabel("test iwae_nll (nats per image, lower is better)")
-    ax.set_title("Quality per training time")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        whole.axhline(final[0]["iwae_nll"], color="grey", linestyle=":", linewidth=1)
+        whole.annotate(f"plain example after {final[0]['epochs_run']:g} epochs", (0, final[0]["iwae_nll"]),
+                       xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points",
+                       fontsize=8, color="grey")
+    whole.set_xscale("log")
+    whole.set_title("All configurations (log time axis)")
+    zoom.set_title("The project's configurations, 1 to 8 minutes")
+    for ax in (whole, zoom):
+        ax.set_xlabel("training seconds (wall clock)")
+        ax.set_ylabel("test iwae_nll (nats per image, lower is better)")
+        ax.grid(alpha=0.3)
+    whole.legend(fontsize=8)
+    zoom.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw(results: list[dict], path: Path, default: str | None = None) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(results, default)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
@@ -492,6 +531,23 @@ def configurations(args) -> dict:
     if unknown:
         raise SystemExit(f"error: unknown configuration {unknown[0]!r}; known: {', '.join(configs)}")
     return {name: configs[name] for name in chosen}
+
+
+SCORING_SETTINGS = ("data", "train_images", "test_images", "val_images", "iwae_samples", "seed")
+
+
+def previous_report(path: Path, settings: dict) -> dict:
+    """The report that ``--append`` adds to; its runs must have been scored the same way."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: {path}: cannot append to it ({err})") from None
+    differ = [k for k in SCORING_SETTINGS if earlier.get("settings", {}).get(k) != settings[k]]
+    if differ:
+        raise SystemExit(
+            f"error: {path}: made with other settings ({', '.join(differ)}); append needs the same"
+        )
+    return earlier
 
 
 def main(argv=None) -> dict | None:
@@ -521,6 +577,7 @@ def main(argv=None) -> dict | None:
         "seed": cfg["train"]["seed"],
         "plain_epochs": args.plain_epochs,
     }
+    earlier = previous_report(args.out, settings) if args.append else None
     machine = machine_info()
     bf16 = [f for f in machine["simd"] if "bf16" in f]
     print(
@@ -529,7 +586,7 @@ def main(argv=None) -> dict | None:
         flush=True,
     )
     started = time.perf_counter()
-    results = []
+    results = list(earlier["results"]) if earlier else []
     budgets = sorted(args.budgets)
     if PLAIN in configs:  # one run, scored at every budget
         for result in run_one(PLAIN, None, budgets, settings):
@@ -559,16 +616,25 @@ def main(argv=None) -> dict | None:
         "reaching_the_plain_example": speedups(results),
         "frontier_seconds": round(time.perf_counter() - started, 1),
     }
-    print_table(results)
+    if earlier:  # the first run's date, machine and settings stand; each addition is listed
+        this_run = {key: report[key] for key in ("date", "frontier_seconds")}
+        this_run.update(budgets_s=budgets, configs=configs, machine=report["machine"]["cpu_model"])
+        report = {
+            **earlier,
+            "results": results,
+            "reaching_the_plain_example": report["reaching_the_plain_example"],
+            "appended": [*earlier.get("appended", []), this_run],
+        }
+    print_table(report["results"])
     print_speedups(report["reaching_the_plain_example"])
     write_json(args.out, report)
     print(
         f"\nwrote {args.out}"
         + (f" and {args.plot}" if args.plot else "")
-        + f"; the frontier took {report['frontier_seconds']} s"
+        + f"; this run took {round(time.perf_counter() - started, 1)} s"
     )
-    if args.plot and results:
-        draw(results, args.plot)
+    if args.plot and report["results"]:
+        draw(report["results"], args.plot, default_config(report["settings"]["configs"], cfg))
     return report
 
 

@@ -117,3 +117,53 @@ def test_frontier_configurations_do_not_depend_on_params_defaults():
         if spec is not None:  # every project configuration names its prior, objective and precision
             assert {"prior"} <= set(spec["model"]), name
             assert {"objective", "precision"} <= set(spec["train"]), name
+
+
+def test_frontier_appends_only_to_a_report_scored_the_same_way(tmp_path):
+    from benchmarks.frontier import previous_report
+
+    settings = {"data": "d", "train_images": None, "test_images": None, "val_images": 512,
+                "iwae_samples": 100, "seed": 42, "plain_epochs": 30}
+    report = tmp_path / "frontier.json"
+    report.write_text(json.dumps({"settings": {**settings, "budgets_s": [60]}, "results": [{"config": "a"}]}))
+    assert previous_report(report, {**settings, "plain_epochs": 5})["results"] == [{"config": "a"}]
+    with pytest.raises(SystemExit, match="other settings \\(iwae_samples\\)"):
+        previous_report(report, {**settings, "iwae_samples": 16})
+    with pytest.raises(SystemExit, match="cannot append"):
+        previous_report(tmp_path / "missing.json", settings)
+
+
+def test_frontier_figure_shows_every_line_and_zooms_on_the_projects_configurations():
+    from benchmarks.frontier import PLAIN, default_config, figure
+
+    results = [
+        frontier_point(PLAIN, 60, 60.0, 300.0),
+        frontier_point(PLAIN, None, 600.0, 288.0),
+        frontier_point("mixture", 10, 10.0, 280.0),
+        frontier_point("mixture", 60, 58.0, 259.0),
+        frontier_point("mixture", 480, 479.0, 253.0),
+        frontier_point("normal", 60, 59.0, 261.0),
+        frontier_point("normal", 480, 470.0, 254.0),
+    ]
+    configs = {PLAIN: None, "normal": {"model": {"prior": "normal"}}, "mixture": {"model": {"prior": "mixture"}}}
+    default = default_config(configs, {"model": {"prior": "mixture"}, "train": {}})
+    assert default == "mixture"
+    whole, zoom = figure(results, default).axes
+
+    def lines(ax):
+        return {line.get_label(): list(zip(line.get_xdata(), line.get_ydata())) for line in ax.get_lines()
+                if not line.get_label().startswith("_")}
+
+    assert lines(whole) == {
+        PLAIN: [(60.0, 300.0), (600.0, 288.0)],
+        "mixture (params.yaml)": [(10.0, 280.0), (58.0, 259.0), (479.0, 253.0)],
+        "normal": [(59.0, 261.0), (470.0, 254.0)],
+    }
+    assert whole.get_xscale() == "log"
+    assert [line.get_ydata()[0] for line in whole.get_lines() if line.get_linestyle() == ":"] == [288.0]
+    # The zoom leaves out the plain example and the seconds before a minute, so a nat shows.
+    assert lines(zoom) == {"mixture (params.yaml)": [(58.0, 259.0), (479.0, 253.0)],
+                           "normal": [(59.0, 261.0), (470.0, 254.0)]}
+    low, high = zoom.get_ylim()
+    assert 250 < low < 253 and 261 < high < 265
+    assert [t.get_text() for t in zoom.get_legend().get_texts()] == ["mixture (params.yaml)", "normal"]
