@@ -89,7 +89,7 @@ def frontier_point(config, budget, seconds, nll):
 
 
 def test_frontier_finds_when_a_configuration_reaches_the_plain_examples_final_quality():
-    from benchmarks.frontier import PLAIN, seconds_to_reach, speedups
+    from benchmarks.frontier_report import PLAIN, seconds_to_reach, speedups
 
     results = [
         frontier_point(PLAIN, 60, 60.0, 280.0),
@@ -120,7 +120,7 @@ def test_frontier_configurations_do_not_depend_on_params_defaults():
 
 
 def test_frontier_appends_only_to_a_report_scored_the_same_way(tmp_path):
-    from benchmarks.frontier import previous_report
+    from benchmarks.frontier_report import previous_report
 
     settings = {"data": "d", "train_images": None, "test_images": None, "val_images": 512,
                 "iwae_samples": 100, "seed": 42, "plain_epochs": 30}
@@ -134,7 +134,7 @@ def test_frontier_appends_only_to_a_report_scored_the_same_way(tmp_path):
 
 
 def test_frontier_figure_shows_every_line_and_zooms_on_the_projects_configurations():
-    from benchmarks.frontier import PLAIN, default_config, figure
+    from benchmarks.frontier_report import PLAIN, default_config, figure
 
     results = [
         frontier_point(PLAIN, 60, 60.0, 300.0),
