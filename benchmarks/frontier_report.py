@@ -118,7 +118,8 @@ def figure(results: list[dict], default: str | None = None):
         ax.set_ylabel("test iwae_nll (nats per image, lower is better)")
         ax.grid(alpha=0.3)
     whole.legend(fontsize=8)
-    zoom.legend(fontsize=8)
+    if zoom.get_lines():  # short smoke runs have nothing past a minute
+        zoom.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
