@@ -34,9 +34,9 @@ between its budgets), and how many times faster that is than the plain example.
 It prints a table, writes JSON (default benchmarks/frontier.json) and, with ``--plot``,
 draws test iwae_nll against training seconds, one line per configuration. Nothing else
 is written. ``--append`` adds runs (more budgets, another configuration) to an earlier
-report made with the same data and scoring settings. On the full data, 4 configurations x (1 + 3 + 8) minutes, the plain example's
-30 epochs, and scoring (IWAE with K = 100 on 10,000 test images, about a minute a run)
-take about 80 minutes.
+report made with the same data and scoring settings. On the full data, 4 configurations
+x (1 + 3 + 8) minutes, the plain example's 30 epochs, and scoring (IWAE with K = 100 on
+10,000 test images, about a minute a run) take about 80 minutes.
 """
 
 from __future__ import annotations

@@ -32,14 +32,16 @@ def speedups(results: list[dict]) -> dict:
     if not final:
         return {}
     target, plain_seconds = final[0]["iwae_nll"], final[0]["train_seconds"]
-    out = {"plain_final": {"iwae_nll": target, "train_seconds": plain_seconds, "epochs": final[0]["epochs_run"]}}
+    plain = {"iwae_nll": target, "train_seconds": plain_seconds, "epochs": final[0]["epochs_run"]}
+    out = {"plain_final": plain}
     for name in dict.fromkeys(r["config"] for r in results if r["config"] != PLAIN):
         reached = seconds_to_reach(results, name, target)
         first = min(r["train_seconds"] for r in results if r["config"] == name)
         out[name] = {
             "seconds": None if reached is None else round(reached, 1),
             "times_faster": None if reached is None else round(plain_seconds / reached, 1),
-            "at_first_budget": reached is not None and reached == first,  # so only "at least" that much faster
+            # Already there at its first budget: only "at least" that much faster.
+            "at_first_budget": reached is not None and reached == first,
         }
     return out
 
@@ -77,7 +79,9 @@ def default_config(configs: dict, cfg: dict) -> str | None:
     """The configuration that params.yaml's current values give, if one of them does."""
     for name, spec in configs.items():
         if spec is not None and all(
-            cfg[section].get(key) == value for section, values in spec.items() for key, value in values.items()
+            cfg[section].get(key) == value
+            for section, values in spec.items()
+            for key, value in values.items()
         ):
             return name
     return None

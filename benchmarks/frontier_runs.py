@@ -183,7 +183,8 @@ def plain_checkpoints_callback(budgets: list[float], score_now):
 
         def record(self, budget):
             seconds, began = self.seconds(), time.perf_counter()
-            self.results.append({"budget_s": budget, "train_seconds": round(seconds, 2), "train_steps": self.steps,
+            self.results.append({"budget_s": budget, "train_seconds": round(seconds, 2),
+                                 "train_steps": self.steps,
                                  "stopped_by_budget": budget is not None, **score_now()})
             self.paused += time.perf_counter() - began
 

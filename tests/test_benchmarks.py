@@ -145,7 +145,8 @@ def test_frontier_figure_shows_every_line_and_zooms_on_the_projects_configuratio
         frontier_point("normal", 60, 59.0, 261.0),
         frontier_point("normal", 480, 470.0, 254.0),
     ]
-    configs = {PLAIN: None, "normal": {"model": {"prior": "normal"}}, "mixture": {"model": {"prior": "mixture"}}}
+    configs = {PLAIN: None, "normal": {"model": {"prior": "normal"}},
+               "mixture": {"model": {"prior": "mixture"}}}
     default = default_config(configs, {"model": {"prior": "mixture"}, "train": {}})
     assert default == "mixture"
     whole, zoom = figure(results, default).axes
