@@ -627,11 +627,21 @@ def test_dvc_repro_fault(ws, case):
 LONG_TRAINING = {"epochs": 50}  # cannot finish before the kill
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C's default action in the child, as a shell in a terminal gives it.
+
+    A job that a non-interactive shell starts in the background (`cmd &`, as CI runners
+    and `nohup` do) inherits SIGINT ignored, and Python then leaves it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(ws: Workspace, cmd: list[str], log: Path) -> subprocess.Popen:
     env = {**project_env(), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as handle:
         return subprocess.Popen(
-            cmd, cwd=ws.root, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=ws.root, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=as_from_a_terminal,
         )
 
 
