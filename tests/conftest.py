@@ -86,6 +86,20 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_
         time.sleep(poll_s)
 
 
+def finish_queue(project: Path, jobs: int = 1, timeout: float = 600, env: dict | None = None) -> None:
+    """Run the queued experiments to the end with ``jobs`` workers; fail with the logs of any that failed."""
+    env = env or project_env()
+    start_queue_workers(project, jobs, env=env)
+    try:
+        status = wait_for_queue(project, timeout, env=env)
+    finally:
+        run([str(BIN_DIR / "dvc"), "queue", "stop", "--kill"], project, check=False, env=env)
+    failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]
+    logs = (run([str(BIN_DIR / "dvc"), "queue", "logs", name], project, check=False, env=env).stdout
+            for name in failed)
+    assert not failed, "\n".join(logs)
+
+
 def update_params(project: Path, overrides: dict) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN_DIR, project_env, run, stages_run, start_queue_workers, wait_for_queue
+from tests.conftest import BIN_DIR, finish_queue, project_env, run, stages_run
 from tests.s3_server import S3Remote, running_s3_remote
 
 pytestmark = pytest.mark.e2e
@@ -95,18 +95,6 @@ def machine(s3: S3Remote, origin: Path, name: str) -> Path:
     return path
 
 
-def finish_queue(s3: S3Remote, project: Path, timeout: float = 600) -> None:
-    env = s3.env(project_env())
-    start_queue_workers(project, jobs=1, env=env)
-    try:
-        status = wait_for_queue(project, timeout, env=env)
-    finally:
-        dvc(s3, project, "queue", "stop", "--kill", check=False)
-    failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]
-    logs = (dvc(s3, project, "queue", "logs", name, check=False).stdout for name in failed)
-    assert not failed, "\n".join(logs)
-
-
 @pytest.fixture(scope="module")
 def swept(s3, origin) -> dict[str, str]:
     """Both machines run and push their share; returns {experiment: sha256 of its model}."""
@@ -122,7 +110,7 @@ def swept(s3, origin) -> dict[str, str]:
     machine_b = machine(s3, origin, "machine-b")
     for name, lr in MACHINE_B.items():
         dvc(s3, machine_b, "exp", "run", "--queue", "-n", name, *sweep_point(lr))
-    finish_queue(s3, machine_b)
+    finish_queue(machine_b, env=s3.env(project_env()))
     for name in MACHINE_B:  # queued runs train in temporary copies; read their models back
         dvc(s3, machine_b, "exp", "apply", name)
         models[name] = sha256(machine_b / "models/vae.keras")
