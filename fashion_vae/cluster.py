@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fashion_vae.cluster",
         description="Run N multi-worker training workers on 127.0.0.1; exit with the chief's status.",
     )
-    parser.add_argument("--workers", type=int, required=True, help="number of workers (2 or more)")
+    parser.add_argument("--workers", type=int, required=True, help="number of workers (1 runs a one-worker cluster)")
     parser.add_argument(
         "--chief-command", help='command for worker 0 instead of the stage command, e.g. "dvc repro train"'
     )

@@ -8,6 +8,7 @@ only it writes outputs; the others train their share of every batch and write no
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from fashion_vae import peer_loss_filter
 from fashion_vae.errors import PipelineError
 from fashion_vae.params import quote  # cuts a long value, so the error stays one short line
 
@@ -157,6 +159,9 @@ def strategy_for(train_params: dict, same_on_every_worker: dict | None = None):
     global _active
     timeout_s = train_params["worker_timeout_s"]
     _active = (cluster, timeout_s)
+    # Before the watchdog starts: its line, too, must pass the filter that drops TensorFlow's
+    # multi-line records about a lost worker in favour of that one line.
+    peer_loss_filter.install()
     # TensorFlow's own wait for the other workers has no deadline on worker 0.
     _watchdog().arm(timeout_s, _stopped_line(
         cluster, f"not every worker joined within train.worker_timeout_s = {timeout_s:g} s"
@@ -367,6 +372,16 @@ class Watchdog:
         self._process = subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG_CODE, str(os.getpid())], stdin=subprocess.PIPE
         )
+        # End it (EOF) before the stderr filter's exit handler, registered earlier, runs:
+        # the filter ends once every holder of this process's fd 2 has.
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
 
     def arm(self, seconds: float, message: str) -> None:
         one_line = " ".join(message.split())

@@ -236,3 +236,55 @@ def test_each_worker_trains_its_own_share_of_every_global_batch():
             first, second = (r["shares"][epoch][step] for r in reports)
             assert len(first) == len(second) == 4
             assert sorted(first + second) == batch  # disjoint halves of the same global batch
+
+
+# TensorFlow's records for a collective aborted by a lost worker, as a surviving chief printed them.
+ABORT_RECORDS = [
+    "E0000 00:00:1795633078.863817   25490 base_collective_executor.cc:252] BaseCollectiveExecutor::StartAbort "
+    "UNAVAILABLE: Error reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending "
+    "heartbeats):\n",
+    "/job:worker/replica:0/task:1\n",
+    "The tasks have crashed. Check the task logs for an earlier error, or scheduler events (e.g. preemption, "
+    "eviction) to debug further. [type.googleapis.com/tensorflow.CoordinationServiceError='\"\\n\\n\\x06worker']\n",
+    "E0000 00:00:1795633078.869274   25490 ring_alg.cc:291] Aborting RingReduce with UNAVAILABLE: Collective ops "
+    "is aborted by: Error reported from /job:worker/task:1\n",
+    "The error could be from a previous operation. Restart your program to reset.\n",
+]
+STOPPED_LINE = ("error: multi-worker training stopped on worker 0 of 2 (127.0.0.1:53437): worker 1 (127.0.0.1:39947) "
+                "stopped or stopped responding (train.worker_timeout_s = 30 s); UnavailableError; nothing was "
+                "written, start all workers again\n")
+
+
+def feed_all(lines: list[str]) -> list[str]:
+    from fashion_vae.peer_loss_filter import PeerLossLines
+
+    kept = PeerLossLines()
+    return [out for line in lines for out in kept.feed(line)] + kept.end()
+
+
+def test_lost_worker_records_give_way_to_the_one_line():
+    warning = "/x/keras/src/trainers/trainer.py:12: UserWarning: something a user should see\n"
+    assert feed_all([warning, *ABORT_RECORDS, STOPPED_LINE, *ABORT_RECORDS[:2]]) == [warning, STOPPED_LINE]
+
+
+def test_records_without_the_one_line_are_all_kept_in_order():
+    """Only the stage's line hides them: a run that ends another way loses nothing."""
+    other = ["E0000 00:00:1.2   7 some_kernel.cc:1] a different error\n", "after it\n"]
+    assert feed_all([*other, *ABORT_RECORDS, "later\n"]) == [*other, *ABORT_RECORDS, "later\n"]
+
+
+def test_filter_runs_between_a_process_and_its_stderr():
+    """The real thing: a child's fd 2, C++-style writes included, through the filter process."""
+    code = (
+        "import os, sys\n"
+        "from fashion_vae import peer_loss_filter\n"
+        "peer_loss_filter.install()\n"
+        "print('before', file=sys.stderr, flush=True)\n"
+        f"os.write(2, {''.join(ABORT_RECORDS).encode()!r})\n"
+        f"sys.stderr.write({STOPPED_LINE!r})\n"
+        "sys.exit(1)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "before\n" + STOPPED_LINE

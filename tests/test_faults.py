@@ -506,6 +506,9 @@ STAGE_CASES = [
          PRE + r"prepare\.limit_train = 5 is invalid; expected an integer in \[20, 60000\] or null"),
     Case("params-limit-test-5", "fetch", set_param("prepare.limit_test", 5),
          PRE + r"prepare\.limit_test = 5 is invalid; expected an integer in \[20, 10000\] or null"),
+    Case("params-limit-train-12-val-size-10", "fetch",  # the probe's case: prepare used to crash on it
+         set_params({"prepare.limit_train": 12, "prepare.val_size": 10}),
+         PRE + r"prepare\.limit_train = 12 is invalid; expected an integer in \[20, 60000\] or null"),
     Case("params-limit-train-leaves-too-few", "fetch",
          set_params({"prepare.limit_train": 25, "prepare.val_size": 20}),
          PRE + r"prepare\.limit_train = 25 leaves 5 training images after prepare\.val_size = 20; expected at "
@@ -817,6 +820,19 @@ def test_train_with_a_file_size_limit_fails_before_training(ws):
                                  r"or fix the permissions before training$")
     assert "Epoch 2/" not in result.stdout, "the check came after training"
     assert_unchanged(ws, before)
+    assert not (ws.root / STAGING).exists(), "the failed run left its scratch directory"
+
+
+def test_stale_scratch_file_does_not_stop_a_finished_run(ws):
+    """A `metrics/.training.partial` left as a *file*: a whole run still saves, replaces the curves
+    and removes the scratch; the model is the same bytes as before (training is deterministic)."""
+    ws.write(STAGING, b"not a directory")
+    result = stage(ws, "train")
+    assert result.returncode == 0, output(result)
+    assert "Traceback" not in result.stderr and "error:" not in result.stderr, output(result)
+    assert not (ws.root / STAGING).exists(), "the finished run left its scratch"
+    assert ws.hash(MODEL) == ws.pristine_hashes[MODEL]
+    assert (ws.root / "metrics/training/metrics.json").is_file()
 
 
 def test_train_with_read_only_models_directory_fails_before_training(ws):
@@ -838,6 +854,7 @@ def test_train_with_read_only_models_directory_fails_before_training(ws):
                                  r"Permission denied)\); free disk space or fix the permissions before training$")
     assert "Epoch 2/" not in result.stdout, "the check came after training"
     assert_unchanged(ws, before)
+    assert not (ws.root / STAGING).exists(), "the failed run left its scratch directory"
 
 
 def test_ctrl_c_of_dvc_repro_says_what_dvc_checkout_restores(ws):

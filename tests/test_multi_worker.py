@@ -38,6 +38,12 @@ MULTI_WORKER_PARAMS["prepare"]["val_size"] = 301
 PYTHON = str(BIN_DIR / "python")
 STAGE = [PYTHON, "-m", "stages.train"]
 ERROR_LINE = re.compile(r"^error: .+$")
+# TensorFlow's multi-line C++ error records about the aborted collectives: the one line replaces them.
+TF_RECORD = re.compile(r"^[EF]\d{4} |^The tasks have crashed|^/job:worker/")
+
+
+def tensorflow_records(worker: "Worker") -> list[str]:
+    return [line for line in worker.lines if TF_RECORD.match(line)]
 
 
 def worker_env(tf_config: str | None) -> dict[str, str]:
@@ -185,15 +191,27 @@ BAD_TF_CONFIGS = [
      "TF_CONFIG: cluster has a 'ps' job; only 'worker' is supported (worker 0 is the chief)"),
     ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG: no 'cluster'"),
     ("{'cluster': 1}", "TF_CONFIG: not valid JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}}',
+     "TF_CONFIG: task.type is 'chief'; expected 'worker'"),
 ]
+# A worker whose params.yaml does not say multi_worker would train alone and write.
+INCONSISTENT = ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}',
+                "TF_CONFIG is set (worker 1 of 2 (127.0.0.1:2)) but params.yaml has train.distribute = none; "
+                "set train.distribute: multi_worker, or unset TF_CONFIG")
 
 
-@pytest.mark.parametrize("tf_config, message", BAD_TF_CONFIGS)
-def test_bad_tf_config_stops_the_stage_before_training(project, tf_config, message):
+@pytest.mark.parametrize("tf_config, message, distribute",
+                         [(*case, "multi_worker") for case in BAD_TF_CONFIGS] + [(*INCONSISTENT, "none")])
+def test_bad_tf_config_stops_the_stage_before_training(project, tf_config, message, distribute):
     before = snapshot(project, OUTPUTS)
-    result = run(STAGE, project, check=False, timeout=300, env=worker_env(tf_config))
+    update_params(project, {"train": {"distribute": distribute}})
+    try:
+        result = run(STAGE, project, check=False, timeout=300, env=worker_env(tf_config))
+    finally:
+        update_params(project, {"train": {"distribute": "multi_worker"}})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}"), result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), result.stderr
     assert "Epoch" not in result.stdout
     assert snapshot(project, OUTPUTS) == before
 
@@ -266,6 +284,7 @@ def test_killed_worker_stops_the_chief_with_one_line(project, long_run):
         chief.error_lines()[-1],
     ), chief.error_lines()
     assert len(chief.error_lines()) == 1
+    assert tensorflow_records(chief) == []
     assert not (project / "metrics/.training.partial").exists()  # the chief cleaned up its scratch
 
 
@@ -282,6 +301,7 @@ def test_killed_chief_stops_the_other_worker_with_one_line(project, long_run):
     assert re.match(r"error: multi-worker training stopped on worker 1 of 2 \(127\.0\.0\.1:\d+\): ",
                     worker.error_lines()[-1]), worker.lines[-30:]
     assert len(worker.error_lines()) == 1
+    assert tensorflow_records(worker) == []
 
 
 def test_worker_that_never_starts_stops_the_chief_in_bounded_time(project, long_run):
@@ -294,3 +314,4 @@ def test_worker_that_never_starts_stops_the_chief_in_bounded_time(project, long_
         f"error: multi-worker training stopped on worker 0 of 2 ({cluster[0]}): not every worker joined "
         f"within train.worker_timeout_s = {TIMEOUT_S} s; nothing was written, start all workers again"
     ]
+    assert tensorflow_records(chief) == []
