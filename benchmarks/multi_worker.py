@@ -1,14 +1,14 @@
 """Steady-state images/s of the train stage: one process vs 1 and 2 multi_worker workers.
 
-    python -m benchmarks.multi_worker [--limit-train 12000] [--epochs 4] [--rounds 2]
+    python -m benchmarks.multi_worker [--limit-train 12000] [--epochs 4] [--rounds 2] [--out docs/multi-worker.json]
 
 Runs the real stage (``python -m stages.train``; several workers through
 ``python -m fashion_vae.cluster``) in a throw-away copy of the project on a real
 Fashion-MNIST subset, and reads ``train_images_per_second`` from the chief's metrics:
 global images per second over the epochs after the first (which includes tracing),
 validation excluded. Configurations alternate round by round, so a change in the
-machine's load hits them alike. Prints a table and one JSON line; writes
-benchmarks/results_multi_worker.json.
+machine's load hits them alike. Prints a table and one JSON line; writes the results to
+--out (the committed record: docs/multi-worker.json).
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=12000, help="prepare.limit_train (real images)")
     parser.add_argument("--epochs", type=int, default=4, help="train.epochs (the first is not timed)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every configuration, alternating")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "multi-worker.json", help="JSON results file")
     args = parser.parse_args()
 
     from tests.conftest import make_project, project_env, run
@@ -103,7 +104,7 @@ def main() -> None:
     for label, row in results["configurations"].items():
         rate = row["median_images_per_second"]
         print(f"{label:42} {rate:9.0f} {rate / reference:8.2f}")
-    (ROOT / "benchmarks" / "results_multi_worker.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
 
 

@@ -1,6 +1,6 @@
 """How fast a project's pipeline outputs go to an S3 remote and come back: `dvc push` / `dvc pull`.
 
-    python -m benchmarks.remote_io [PROJECT] [--reps 3] [--jobs N] [--out benchmarks/results-remote.json]
+    python -m benchmarks.remote_io [PROJECT] [--reps 3] [--jobs N] [--out docs/remote-io.json]
 
 PROJECT (default: this repository) is a git + DVC project whose committed ``dvc.lock``
 outputs are in its cache (after ``dvc repro``). It is not modified: the pushes run in a
@@ -31,7 +31,7 @@ from benchmarks.machine import machine_info
 from benchmarks.report import write_json
 from tests.s3_server import running_s3_remote
 
-DEFAULT_OUT = ROOT / "benchmarks" / "results-remote.json"
+DEFAULT_OUT = ROOT / "docs" / "remote-io.json"  # the committed record
 DVC = Path(sys.executable).with_name("dvc")
 
 
