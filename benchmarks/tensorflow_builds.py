@@ -54,6 +54,8 @@ def main() -> None:
     env = project_env()
     env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user's shell runs the stage
     pythons = {tensorflow_distribution(p): p for p in (sys.executable, args.other_python)}
+    if len(pythons) < 2:
+        raise SystemExit(f"error: --other-python has the same TensorFlow as this one ({', '.join(pythons)})")
     params = {"prepare": {"limit_train": args.limit_train, "limit_test": 1000, "val_size": 1000},
               "train": {"epochs": 4, "warmup_epochs": 0}}
     runs: dict[str, list[dict]] = {name: [] for name in pythons}

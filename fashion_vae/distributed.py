@@ -8,7 +8,6 @@ only it writes outputs; the others train their share of every batch and write no
 """
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import os
@@ -351,8 +350,10 @@ parent, deadline, message, pending = int(sys.argv[1]), None, "", b""
 while True:
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not select.select([0], [], [], wait)[0]:
-        os.write(2, ("error: " + message + "\n").encode())
-        os.kill(parent, signal.SIGKILL)
+        try:
+            os.write(2, ("error: " + message + "\n").encode())
+        finally:  # a closed stderr must not spare the stuck worker
+            os.kill(parent, signal.SIGKILL)
         break
     chunk = os.read(0, 65536)
     if not chunk:
@@ -370,18 +371,9 @@ class Watchdog:
 
     def __init__(self):
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG_CODE, str(os.getpid())], stdin=subprocess.PIPE
+            [sys.executable, "-I", "-c", _WATCHDOG_CODE, str(os.getpid())], stdin=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C in a terminal is for the worker; its exit (EOF) ends us
         )
-        # End it (EOF) before the stderr filter's exit handler, registered earlier, runs:
-        # the filter ends once every holder of this process's fd 2 has.
-        atexit.register(self.close)
-
-    def close(self) -> None:
-        self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
 
     def arm(self, seconds: float, message: str) -> None:
         one_line = " ".join(message.split())

@@ -2,32 +2,41 @@
 
 When a worker dies, TensorFlow logs a multi-line C++ ERROR record for every collective it
 aborts (``E0000 ... base_collective_executor.cc:252] BaseCollectiveExecutor::StartAbort
-UNAVAILABLE ...``, then ``ring_alg.cc``'s), just before the stage's own line names the
-lost worker. The filter holds such records back and drops them once that line
-(``error: multi-worker training stopped ...``) comes; every other line passes at once.
-If the line never comes, the held records are written at the end: nothing else is hidden.
+UNAVAILABLE: Error reported from /job:worker/task:1 ...``, then ``ring_alg.cc``'s), just
+before the stage's own line names the lost worker. The filter holds such records (a
+header line and its continuation lines) back and drops them once that line
+(``error: multi-worker training stopped ...``) comes. Every other line passes at once,
+and a line that cannot continue a record (another log header, a traceback, a warning)
+releases what is held first: only those records are ever hidden.
 
 It runs as a child process reading this process's fd 2 through a pipe, because
 TensorFlow can hold the GIL while it waits for the cluster (a thread could not drain the
-pipe then), and because the watchdog's own line, written after this process is killed,
-must pass through it too. Standard library only: the child runs this file as a script.
+pipe then), and so that the watchdog's line, written as it kills this process, passes
+through it too. Standard library only: the child runs this file as a script.
 """
 from __future__ import annotations
 
 import atexit
 import os
 import re
-import signal
+import select
 import subprocess
 import sys
 
-# An ERROR record from TensorFlow's C++ logging about collectives or the coordination
-# service giving up: a lost or silent peer (continuation lines carry no prefix).
+# An ERROR record from the collectives or the coordination service (by source file, or by
+# what it says): how TensorFlow reports a peer that is gone.
 PEER_LOSS = re.compile(
-    r"^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] .*"
-    r"(?:[Cc]ollective|[Cc]oordination|heartbeat|[Aa]bort|UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED)"
+    r"^E\d{4} [\d:.]+\s+\d+ (?:(?:ring_alg|base_collective_executor|collective_\w+|coordination_\w+)\.cc:\d+\] "
+    r"|[\w.]+:\d+\] .*(?:/job:worker/|[Cc]ollective|[Cc]oordination|heartbeat))"
 )
+# Lines that start something new: they end a held record.
+NEW_LINE = re.compile(r"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] |Traceback |Exception |error: |warning: |\S+\.py:\d+: \w+)")
 STOPPED = "error: multi-worker training stopped"
+# The watchdog's line for a run that made no progress names no worker: TensorFlow's
+# records, if any, are then the only diagnosis, so they are kept.
+STALLED = "no training step finished"
+# Written by this process at exit; the filter answers on its second pipe once all before it is out.
+DRAIN = "\x00peer_loss_filter: drain\n"
 
 
 class PeerLossLines:
@@ -39,24 +48,32 @@ class PeerLossLines:
 
     def feed(self, line: str) -> list[str]:
         if line.startswith(STOPPED):
-            self._held.clear()  # the one line says what these records said, naming the worker
+            released = self._held if STALLED in line else []
+            self._held = []
             self._stopped = True
-            return [line]
-        if self._held or PEER_LOSS.match(line):
-            self._held.append(line)  # a record and whatever follows it, until the line or the end
+            return [*released, line]  # the one line says what the records said, naming the worker
+        if PEER_LOSS.match(line) or (self._held and not NEW_LINE.match(line)):
+            self._held.append(line)  # a record, or a continuation of the held ones
             return []
-        return [line]
+        released, self._held = self._held, []
+        return [*released, line]
 
     def end(self) -> list[str]:
         held, self._held = self._held, []
         return [] if self._stopped else held
 
 
-def _filter_stdin_to_stdout() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the stage; its exit (EOF) ends us
+def _filter_stdin_to_stdout(ack_fd: int) -> None:
     lines, out = PeerLossLines(), sys.stdout.buffer
     for raw in sys.stdin.buffer:
-        for line in lines.feed(raw.decode(errors="surrogateescape")):
+        text = raw.decode(errors="surrogateescape")
+        if text.endswith(DRAIN):  # after a partial line too, if C++ left one unfinished
+            for line in lines.feed(text[: -len(DRAIN)]) if text != DRAIN else []:
+                out.write(line.encode(errors="surrogateescape"))
+            out.flush()
+            os.write(ack_fd, b".")
+            continue
+        for line in lines.feed(text):
             out.write(line.encode(errors="surrogateescape"))
             out.flush()
     for line in lines.end():
@@ -70,31 +87,37 @@ _child: subprocess.Popen | None = None
 def install() -> None:
     """From now until exit, this process's fd 2 (C++ and Python alike) goes through the filter.
 
-    A child process started later (the watchdog) inherits the filtered fd 2; it must end
-    before this process exits, or the final wait here gives up after a few seconds.
+    The filter ends when every holder of the pipe has ended (this process, and children
+    that inherited fd 2, such as the watchdog); at exit, this process waits until the
+    filter has written everything before it, so the last lines keep their order.
     """
     global _child
     if _child is not None:
         return
     sys.stderr.flush()
-    terminal = os.dup(2)
     read_end, write_end = os.pipe()
-    _child = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=read_end, stdout=terminal)
-    os.close(read_end)
+    ack_read, ack_write = os.pipe()
+    _child = subprocess.Popen(
+        # -I: the script's directory (fashion_vae/) must not shadow the standard library.
+        [sys.executable, "-I", os.path.abspath(__file__), str(ack_write)],
+        stdin=read_end, stdout=2, pass_fds=(ack_write,),
+        start_new_session=True,  # Ctrl-C in a terminal is for the stage; the filter ends on EOF
+    )
+    for fd in (read_end, ack_write):
+        os.close(fd)
     os.dup2(write_end, 2)
     os.close(write_end)
 
-    def restore() -> None:
-        sys.stderr.flush()
-        os.dup2(terminal, 2)  # closes our end of the pipe: the filter writes what it holds and ends
-        os.close(terminal)
+    def drain() -> None:
         try:
-            _child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+            sys.stderr.flush()
+            os.write(2, DRAIN.encode())
+            select.select([ack_read], [], [], 5.0)
+        except (OSError, ValueError, AttributeError):
+            pass  # the filter is gone: nothing left to wait for
 
-    atexit.register(restore)
+    atexit.register(drain)
 
 
 if __name__ == "__main__":
-    _filter_stdin_to_stdout()
+    _filter_stdin_to_stdout(int(sys.argv[1]))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -265,12 +266,36 @@ def feed_all(lines: list[str]) -> list[str]:
 def test_lost_worker_records_give_way_to_the_one_line():
     warning = "/x/keras/src/trainers/trainer.py:12: UserWarning: something a user should see\n"
     assert feed_all([warning, *ABORT_RECORDS, STOPPED_LINE, *ABORT_RECORDS[:2]]) == [warning, STOPPED_LINE]
+    # When the peer's connection drops first, ring_alg.cc says only that.
+    reset = ("E0000 00:00:1795657963.529792   31302 ring_alg.cc:291] Aborting RingReduce with UNAVAILABLE: "
+             "recvmsg:Connection reset by peer\n")
+    assert feed_all([reset, STOPPED_LINE]) == [STOPPED_LINE]
 
 
 def test_records_without_the_one_line_are_all_kept_in_order():
     """Only the stage's line hides them: a run that ends another way loses nothing."""
     other = ["E0000 00:00:1.2   7 some_kernel.cc:1] a different error\n", "after it\n"]
-    assert feed_all([*other, *ABORT_RECORDS, "later\n"]) == [*other, *ABORT_RECORDS, "later\n"]
+    assert feed_all([*other, *ABORT_RECORDS]) == [*other, *ABORT_RECORDS]
+
+
+def test_only_the_records_themselves_are_hidden():
+    """A traceback, a warning or another log record after a held record releases it: the one
+    line hides nothing but the records about the lost worker."""
+    traceback = ["Traceback (most recent call last):\n", '  File "x.py", line 1, in <module>\n', "ValueError: boom\n"]
+    assert feed_all([*ABORT_RECORDS, *traceback, STOPPED_LINE]) == [*ABORT_RECORDS, *traceback, STOPPED_LINE]
+    other_record = "W0000 00:00:1.3   7 other.cc:9] something else\n"
+    assert feed_all([*ABORT_RECORDS, other_record, STOPPED_LINE]) == [*ABORT_RECORDS, other_record, STOPPED_LINE]
+    # After the one line, records from the shutdown are dropped too; anything else is not.
+    at_exit = "Exception ignored in atexit callback\n"
+    assert feed_all([STOPPED_LINE, *ABORT_RECORDS[:2], at_exit]) == [STOPPED_LINE, *ABORT_RECORDS[:2], at_exit]
+    assert feed_all([STOPPED_LINE, *ABORT_RECORDS[:2]]) == [STOPPED_LINE]
+
+
+def test_a_stalled_run_keeps_the_records():
+    """The watchdog's line for a run without progress names no worker: TensorFlow's records stay."""
+    stalled = ("error: multi-worker training stopped on worker 0 of 2 (127.0.0.1:1): no training step finished "
+               "for 2 x train.worker_timeout_s = 60 s (a worker stopped or stopped responding)\n")
+    assert feed_all([*ABORT_RECORDS, stalled]) == [*ABORT_RECORDS, stalled]
 
 
 def test_filter_runs_between_a_process_and_its_stderr():
@@ -284,7 +309,9 @@ def test_filter_runs_between_a_process_and_its_stderr():
         f"sys.stderr.write({STOPPED_LINE!r})\n"
         "sys.exit(1)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert result.stderr == "before\n" + STOPPED_LINE
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        status = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stderr=stderr, timeout=60).returncode
+        stderr.seek(0)
+        written_by_exit = stderr.read()  # the process waits at exit until the filter has written all
+    assert status == 1
+    assert written_by_exit == "before\n" + STOPPED_LINE
