@@ -2,12 +2,13 @@
 
     python -m benchmarks.frontier [--budgets 60 180 480] [--configs NAME ...] [--config NAME=JSON ...]
                                   [--data DIR] [--train-images N] [--test-images N] [--val-images N]
-                                  [--iwae-samples K] [--plain-epochs N] [--out PATH] [--plot PATH]
-                                  [--append] [--list]
+                                  [--iwae-samples K] [--plain-epochs N] [--seeds N] [--out PATH]
+                                  [--plot PATH] [--append] [--list]
 
-Every configuration of the project trains once per budget, from scratch, in a fresh child
-process, one run at a time, budgets in the outer loop (so background load hits all
-configurations alike). A run is planned to fill its budget: a short calibration measures the
+Every configuration of the project trains once per budget and seed, from scratch, in a fresh
+child process, one run at a time: seeds in the outer loop, then budgets, then configurations
+(so background load hits all configurations alike). The seeds are train.seed, train.seed + 1,
+... (``--seeds N``, default 3): a comparison is only a claim over seeds. A run is planned to fill its budget: a short calibration measures the
 configuration's images/s, the epochs that fit the budget set the learning-rate schedule
 (cosine decays to zero at the budget), and training stops at the budget whatever the
 estimate said. The training seconds reported are from the start of ``fit`` (graph
@@ -28,15 +29,19 @@ are checked to agree). Its learning rate is constant, so a run stopped at a budg
 the start of a longer run: it trains once, for ``--plain-epochs`` (30, as the example
 does), and is scored when its training clock passes each budget (the clock stops while
 it is scored) and at the end. The report says, for each configuration, after how many
-training seconds it first reaches the plain example's final test iwae_nll (linear
-between its budgets), and how many times faster that is than the plain example.
+training seconds its median curve over seeds first reaches the median of the plain
+example's final test iwae_nll (linear between its budgets), and how many times sooner that
+is than the plain example's median time; and, seed by seed against the plain example's
+run with the same seed, the median and range of that ratio.
 
-It prints a table, writes JSON (default benchmarks/frontier.json) and, with ``--plot``,
-draws test iwae_nll against training seconds, one line per configuration. Nothing else
-is written. ``--append`` adds runs (more budgets, another configuration) to an earlier
-report made with the same data and scoring settings. On the full data, 4 configurations
-x (1 + 3 + 8) minutes, the plain example's 30 epochs, and scoring (IWAE with K = 100 on
-10,000 test images, about a minute a run) take about 80 minutes.
+It prints a table (median and range over seeds), writes JSON (default
+benchmarks/frontier.json) after every run and, with ``--plot``, draws test iwae_nll
+against training seconds, the median over seeds with its range shaded. Nothing else is
+written. ``--append`` adds runs (more seeds, budgets or configurations) to an earlier
+report made with the same data and scoring settings and skips the runs it already has, so
+a frontier cut off midway resumes where it stopped. On the full data, each seed of 4
+configurations x (1 + 3 + 8) minutes, the plain example's 30 epochs, and scoring (IWAE
+with K = 100 on 10,000 test images, about a minute a run) takes about 80 minutes.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import ROOT  # noqa: E402
 from benchmarks.frontier_report import (  # noqa: E402
-    default_config, draw, previous_report, print_speedups, print_table, speedups,
+    default_config, draw, previous_report, print_speedups, print_table, seed_of, speedups,
 )
 from benchmarks.frontier_runs import EVAL_SEED, KNN_K, PLAIN, TAG, run_child  # noqa: E402
 from benchmarks.machine import machine_info, versions  # noqa: E402
@@ -110,6 +115,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--plain-epochs", type=int, default=30, help="epochs of the plain example's one run (default 30)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="training seeds per configuration and budget: train.seed, train.seed + 1, ... (default 3)",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--plot", type=Path, help="also draw test iwae_nll against training seconds (PNG)")
@@ -178,6 +189,12 @@ def configurations(args) -> dict:
     return {name: configs[name] for name in chosen}
 
 
+def done_key(result: dict) -> tuple:
+    """What identifies a run: the plain example's one run per seed scores every budget."""
+    budget = None if result["config"] == PLAIN else result["budget_s"]
+    return result["config"], budget, seed_of(result)
+
+
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.one:
@@ -193,16 +210,18 @@ def main(argv=None) -> dict | None:
         raise SystemExit("error: --budgets must be positive seconds")
     if args.plain_epochs < 1:
         raise SystemExit("error: --plain-epochs must be at least 1")
+    if args.seeds < 1:
+        raise SystemExit("error: --seeds must be at least 1")
     from fashion_vae import params  # in the parent only: the children start fresh
 
     cfg = params.load(ROOT / "params.yaml")
+    seeds = [cfg["train"]["seed"] + i for i in range(args.seeds)]
     settings = {
         "data": str(args.data),
         "train_images": args.train_images,
         "test_images": args.test_images,
         "val_images": args.val_images,
         "iwae_samples": args.iwae_samples or cfg["evaluate"]["iwae_samples"],
-        "seed": cfg["train"]["seed"],
         "plain_epochs": args.plain_epochs,
     }
     earlier = previous_report(args.out, settings) if args.append else None
@@ -213,49 +232,58 @@ def main(argv=None) -> dict | None:
         f"bf16 instructions: {' '.join(bf16) or 'none (mixed_bfloat16 is probably slower here)'}",
         flush=True,
     )
-    started = time.perf_counter()
-    results = list(earlier["results"]) if earlier else []
-    budgets = sorted(args.budgets)
-    if PLAIN in configs:  # one run, scored at every budget
-        for result in run_one(PLAIN, None, budgets, settings):
-            results.append(result)
-            print(json.dumps(result), flush=True)
-    for budget in budgets:
-        for name, overrides in configs.items():
-            if overrides is None:
-                continue
-            for result in run_one(name, overrides, [budget], settings):
-                results.append(result)
-                print(json.dumps(result), flush=True)
     import fashion_vae.quiet_tensorflow  # noqa: F401  (versions() loads TensorFlow: no start-up lines)
 
-    report = {
+    started = time.perf_counter()
+    results = list(earlier["results"]) if earlier else []
+    # Runs an earlier report already has are not repeated: --append resumes a cut-off frontier.
+    done = {done_key(r) for r in results}
+    budgets = sorted(args.budgets)
+    this_run = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**machine, "bf16_instructions": bf16},
         "versions": versions(),
-        "settings": {
-            **settings,
-            "budgets_s": sorted(args.budgets),
-            "configs": configs,
-            "knn_k": KNN_K,
-            "eval_seed": EVAL_SEED,
-        },
-        "results": results,
-        "reaching_the_plain_example": speedups(results),
-        "frontier_seconds": round(time.perf_counter() - started, 1),
+        "budgets_s": budgets,
+        "seeds": seeds,
+        "configs": configs,
     }
-    if earlier:  # the first run's date, machine and settings stand; each addition is listed
-        this_run = {key: report[key] for key in ("date", "frontier_seconds")}
-        this_run.update(budgets_s=budgets, configs=configs, machine=report["machine"]["cpu_model"])
-        report = {
-            **earlier,
-            "results": results,
-            "reaching_the_plain_example": report["reaching_the_plain_example"],
-            "appended": [*earlier.get("appended", []), this_run],
-        }
+
+    def save() -> dict:
+        """The report so far, written after every run: a cut-off frontier keeps what it finished."""
+        if earlier:  # the first run's date, machine and settings stand; each addition is listed
+            report = {**earlier, "appended": [*earlier.get("appended", []), this_run]}
+            report["settings"] = {**earlier["settings"],
+                                  "seeds": sorted({*earlier["settings"].get("seeds", []), *seeds})}
+        else:
+            report = {
+                "date": this_run["date"],
+                "machine": this_run["machine"],
+                "versions": this_run["versions"],
+                "settings": {**settings, "budgets_s": budgets, "seeds": seeds, "configs": configs,
+                             "knn_k": KNN_K, "eval_seed": EVAL_SEED},
+            }
+        this_run["frontier_seconds"] = round(time.perf_counter() - started, 1)
+        report.update(results=results, reaching_the_plain_example=speedups(results))
+        write_json(args.out, report)
+        return report
+
+    def record(name: str, overrides, run_budgets: list[float], seed: int) -> None:
+        for result in run_one(name, overrides, run_budgets, {**settings, "seed": seed}):
+            results.append(result)
+            print(json.dumps(result), flush=True)
+        save()
+
+    # Seeds outermost, so that each seed's whole frontier is finished (and saved) before the next.
+    for seed in seeds:
+        if PLAIN in configs and (PLAIN, None, seed) not in done:  # one run, scored at every budget
+            record(PLAIN, None, budgets, seed)
+        for budget in budgets:
+            for name, overrides in configs.items():
+                if overrides is not None and (name, budget, seed) not in done:
+                    record(name, overrides, [budget], seed)
+    report = save()
     print_table(report["results"])
     print_speedups(report["reaching_the_plain_example"])
-    write_json(args.out, report)
     print(
         f"\nwrote {args.out}"
         + (f" and {args.plot}" if args.plot else "")

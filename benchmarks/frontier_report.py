@@ -4,19 +4,44 @@ the printed table, the figure, and appending to an earlier report."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from benchmarks.frontier_runs import KNN_K, PLAIN
 
 
-def seconds_to_reach(results: list[dict], config: str, target: float) -> float | None:
-    """Training seconds at which ``config`` first reaches test iwae_nll ``target``, linear between points.
+def seed_of(result: dict) -> int | None:
+    """The training seed of a run (reports made before ``--seeds`` have one seed, not recorded per run)."""
+    return result.get("seed")
+
+
+def by_budget(results: list[dict], config: str) -> dict:
+    """``config``'s runs grouped by budget (None: the plain example's end), in budget order."""
+    groups: dict = {}
+    for r in results:
+        if r["config"] == config:
+            groups.setdefault(r["budget_s"], []).append(r)
+    return dict(sorted(groups.items(), key=lambda item: float("inf") if item[0] is None else item[0]))
+
+
+def spread(values: list[float]) -> dict:
+    """Median and range of one score over seeds."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summary(results: list[dict], config: str, key: str) -> list[tuple[float | None, dict, dict]]:
+    """(budget, training seconds over seeds, ``key`` over seeds) for each budget of ``config``."""
+    return [(budget, spread([r["train_seconds"] for r in runs]), spread([r[key] for r in runs]))
+            for budget, runs in by_budget(results, config).items()]
+
+
+def seconds_to_reach(points: list[tuple[float, float]], target: float) -> float | None:
+    """Training seconds at which a curve of (seconds, iwae_nll) first reaches ``target``, linear between points.
 
     None if it never does; the first point's seconds if it already does there (an upper bound).
     """
-    points = sorted((r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == config)
     previous = None
-    for seconds, nll in points:
+    for seconds, nll in sorted(points):
         if nll <= target:
             if previous is None:
                 return seconds
@@ -26,53 +51,96 @@ def seconds_to_reach(results: list[dict], config: str, target: float) -> float |
     return None
 
 
+def median_curve(results: list[dict], config: str) -> list[tuple[float, float]]:
+    """``config``'s median training seconds and median test iwae_nll at each budget."""
+    return [(sec["median"], nll["median"]) for _, sec, nll in summary(results, config, "iwae_nll")]
+
+
+def seed_curve(results: list[dict], config: str, seed) -> list[tuple[float, float]]:
+    return [(r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == config and seed_of(r) == seed]
+
+
 def speedups(results: list[dict]) -> dict:
-    """For each configuration: when it reaches the plain example's final quality, and how much sooner."""
-    final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
-    if not final:
+    """For each configuration: when it reaches the plain example's final quality, and how much sooner.
+
+    Over seeds: the target is the median of the plain example's final test iwae_nll and its
+    time the median of its training seconds; the configuration's median curve (median seconds
+    and median iwae_nll at each budget) is interpolated to reach it. Beside that, each seed of
+    the configuration against the plain example's run with the same seed gives a ratio: their
+    median and range say how much the claim depends on the seed.
+    """
+    finals = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
+    if not finals:
         return {}
-    target, plain_seconds = final[0]["iwae_nll"], final[0]["train_seconds"]
-    plain = {"iwae_nll": target, "train_seconds": plain_seconds, "epochs": final[0]["epochs_run"]}
-    out = {"plain_final": plain}
+    target = statistics.median(r["iwae_nll"] for r in finals)
+    plain_seconds = statistics.median(r["train_seconds"] for r in finals)
+    out = {"plain_final": {
+        "iwae_nll": spread([r["iwae_nll"] for r in finals]),
+        "train_seconds": spread([r["train_seconds"] for r in finals]),
+        "epochs": finals[0]["epochs_run"],
+        "seeds": sorted(seed_of(r) for r in finals if seed_of(r) is not None),
+    }}
     for name in dict.fromkeys(r["config"] for r in results if r["config"] != PLAIN):
-        reached = seconds_to_reach(results, name, target)
-        first = min(r["train_seconds"] for r in results if r["config"] == name)
+        curve = median_curve(results, name)
+        reached = seconds_to_reach(curve, target)
+        per_seed = []
+        for final in finals:
+            mine = seed_curve(results, name, seed_of(final))
+            hit = seconds_to_reach(mine, final["iwae_nll"]) if mine else None
+            if mine:
+                per_seed.append(None if hit is None else final["train_seconds"] / hit)
+        reached_ratios = [r for r in per_seed if r is not None]
         out[name] = {
             "seconds": None if reached is None else round(reached, 1),
             "times_faster": None if reached is None else round(plain_seconds / reached, 1),
             # Already there at its first budget: only "at least" that much faster.
-            "at_first_budget": reached is not None and reached == first,
+            "at_first_budget": reached is not None and reached == curve[0][0],
+            "times_faster_per_seed": (
+                {key: round(value, 1) for key, value in spread(reached_ratios).items() if key != "n"}
+                | {"n": len(reached_ratios), "not_reached": len(per_seed) - len(reached_ratios)}
+                if reached_ratios else None
+            ),
         }
     return out
 
 
+def fmt(stat: dict, digits: int = 2) -> str:
+    """``median [min, max]`` of a score over seeds (just the value for one seed)."""
+    if stat["n"] == 1:
+        return f"{stat['median']:.{digits}f}"
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}, {stat['max']:.{digits}f}]"
+
+
 def print_table(results: list[dict]) -> None:
-    print(
-        f"\n{'configuration':18s} {'budget s':>8s} {'train s':>8s} {'epochs':>7s} {'iwae_nll':>9s} "
-        f"{'-ELBO':>8s} {'KL':>6s} {'5-NN':>6s}"
-    )
-    for r in sorted(results, key=lambda r: (r["config"], r["budget_s"] or float("inf"))):
-        budget = "end" if r["budget_s"] is None else f"{r['budget_s']:.0f}"
-        print(
-            f"{r['config']:18s} {budget:>8s} {r['train_seconds']:8.1f} {r['epochs_run']:7} "
-            f"{r['iwae_nll']:9.2f} {r['neg_elbo']:8.2f} {r['kl']:6.2f} {r[f'knn{KNN_K}']:6.3f}"
-        )
+    print(f"\n{'configuration':18s} {'budget s':>8s} {'seeds':>5s} {'train s':>8s} "
+          f"{'iwae_nll median [min, max]':>28s} {'5-NN median [min, max]':>26s}")
+    for name in sorted(dict.fromkeys(r["config"] for r in results)):
+        nll, knn = summary(results, name, "iwae_nll"), summary(results, name, f"knn{KNN_K}")
+        for (budget, seconds, n), (_, _, k) in zip(nll, knn):
+            label = "end" if budget is None else f"{budget:.0f}"
+            print(f"{name:18s} {label:>8s} {n['n']:5d} {seconds['median']:8.1f} {fmt(n):>28s} {fmt(k, 3):>26s}")
 
 
 def print_speedups(speed: dict) -> None:
     if not speed:
         return
     plain = speed["plain_final"]
-    print(f"\nthe plain example's {plain['epochs']:g}-epoch test iwae_nll {plain['iwae_nll']:.2f}, "
-          f"after {plain['train_seconds']:.0f} s of training, is reached by:")
+    print(f"\nthe plain example's {plain['epochs']:g}-epoch test iwae_nll, median {fmt(plain['iwae_nll'])} over "
+          f"{plain['iwae_nll']['n']} seeds after a median {plain['train_seconds']['median']:.0f} s of training, "
+          "is reached by (median curve; beside it, each seed against the plain example's same seed):")
     for name, s in speed.items():
         if name == "plain_final":
             continue
         if s["seconds"] is None:
-            print(f"  {name:18s} not within its budgets")
+            line = "not within its budgets"
         else:
             bound = "at least " if s["at_first_budget"] else ""
-            print(f"  {name:18s} after {s['seconds']:.0f} s: {bound}{s['times_faster']:g}x faster")
+            line = f"after {s['seconds']:.0f} s: {bound}{s['times_faster']:g}x sooner"
+        per_seed = s.get("times_faster_per_seed")
+        if per_seed:
+            line += f"; per seed {fmt(per_seed, 1)}x" + (
+                f", {per_seed['not_reached']} seed(s) not within budgets" if per_seed["not_reached"] else "")
+        print(f"  {name:18s} {line}")
 
 
 def default_config(configs: dict, cfg: dict) -> str | None:
@@ -88,7 +156,7 @@ def default_config(configs: dict, cfg: dict) -> str | None:
 
 
 def figure(results: list[dict], default: str | None = None):
-    """Test iwae_nll against training seconds, one line per configuration.
+    """Test iwae_nll against training seconds: each configuration's median over seeds, its range shaded.
 
     Left: everything, the plain example included, on a log time axis. Right: the project's
     configurations from one minute on, where their differences (a nat or two) are visible.
@@ -102,21 +170,28 @@ def figure(results: list[dict], default: str | None = None):
     names = list(dict.fromkeys(r["config"] for r in results))
     colours = {name: f"C{i}" for i, name in enumerate(names)}
     for name in names:
-        points = sorted((r["train_seconds"], r["iwae_nll"]) for r in results if r["config"] == name)
+        rows = summary(results, name, "iwae_nll")
+        seeds = max(n["n"] for _, _, n in rows)
         label = f"{name} (params.yaml)" if name == default else name
-        whole.plot(*zip(*points), marker="o", color=colours[name], label=label)
-        late = [pt for pt in points if pt[0] >= 50]
-        if name != PLAIN and late:
-            zoom.plot(*zip(*late), marker="o", color=colours[name], label=label)
+        label += f", {seeds} seeds" if seeds > 1 else ""
+        for ax, keep in ((whole, rows), (zoom, [row for row in rows if row[1]["median"] >= 50])):
+            if ax is zoom and (name == PLAIN or not keep):
+                continue
+            x = [sec["median"] for _, sec, _ in keep]
+            ax.plot(x, [n["median"] for _, _, n in keep], marker="o", color=colours[name], label=label)
+            if seeds > 1:
+                ax.fill_between(x, [n["min"] for _, _, n in keep], [n["max"] for _, _, n in keep],
+                                color=colours[name], alpha=0.2, linewidth=0)
     final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
     if final:
-        whole.axhline(final[0]["iwae_nll"], color="grey", linestyle=":", linewidth=1)
-        whole.annotate(f"plain example after {final[0]['epochs_run']:g} epochs", (0, final[0]["iwae_nll"]),
+        target = statistics.median(r["iwae_nll"] for r in final)
+        whole.axhline(target, color="grey", linestyle=":", linewidth=1)
+        whole.annotate(f"plain example after {final[0]['epochs_run']:g} epochs (median)", (0, target),
                        xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points",
                        fontsize=8, color="grey")
     whole.set_xscale("log")
-    whole.set_title("All configurations (log time axis)")
-    zoom.set_title("The project's configurations, 1 to 8 minutes")
+    whole.set_title("All configurations (log time axis; median, range over seeds shaded)")
+    zoom.set_title("The project's configurations, from 1 minute")
     for ax in (whole, zoom):
         ax.set_xlabel("training seconds (wall clock)")
         ax.set_ylabel("test iwae_nll (nats per image, lower is better)")
@@ -139,7 +214,8 @@ def draw(results: list[dict], path: Path, default: str | None = None) -> None:
     tmp.replace(path)
 
 
-SCORING_SETTINGS = ("data", "train_images", "test_images", "val_images", "iwae_samples", "seed")
+# The training seed is per run (--seeds), so it is not among them: more seeds can be appended.
+SCORING_SETTINGS = ("data", "train_images", "test_images", "val_images", "iwae_samples")
 
 
 def previous_report(path: Path, settings: dict) -> dict:

@@ -114,7 +114,8 @@ def run_project(overrides: dict, budget: float, settings: dict) -> dict:
 
     cfg = params.load(ROOT / "params.yaml")
     model_params = {**cfg["model"], **overrides.get("model", {})}
-    train_params = {**cfg["train"], **overrides.get("train", {})}
+    # The run's seed (weights, shuffling, sampling) comes from the frontier, not params.yaml.
+    train_params = {**cfg["train"], **overrides.get("train", {}), "seed": settings["seed"]}
     params.validate({**cfg, "model": model_params, "train": train_params})
     train, val, test = load_splits(settings)
     x_train, batch = train[0], train_params["batch_size"]
@@ -241,4 +242,5 @@ def run_child(name: str, spec: str, budgets: list[float], settings: dict) -> Non
     else:
         results = [{"budget_s": budgets[0], **run_project(overrides, budgets[0], settings)}]
     for result in results:
-        print(TAG + json.dumps({"config": name, "overrides": overrides, **result}), flush=True)
+        print(TAG + json.dumps({"config": name, "overrides": overrides, "seed": settings["seed"], **result}),
+              flush=True)

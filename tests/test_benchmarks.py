@@ -84,8 +84,9 @@ def test_sweep_rejects_a_malformed_configuration_before_training():
         main(['{"train": {"epochs": 2}}', "{not json"])
 
 
-def frontier_point(config, budget, seconds, nll):
-    return {"config": config, "budget_s": budget, "train_seconds": seconds, "iwae_nll": nll, "epochs_run": 30}
+def frontier_point(config, budget, seconds, nll, seed=42, knn5=0.7):
+    return {"config": config, "budget_s": budget, "train_seconds": seconds, "iwae_nll": nll, "epochs_run": 30,
+            "seed": seed, "knn5": knn5}
 
 
 def test_frontier_finds_when_a_configuration_reaches_the_plain_examples_final_quality():
@@ -100,14 +101,45 @@ def test_frontier_finds_when_a_configuration_reaches_the_plain_examples_final_qu
         frontier_point("slow", 60, 60.0, 300.0),
         frontier_point("slow", 180, 180.0, 290.0),
     ]
-    assert seconds_to_reach(results, "fast", 266.0) == pytest.approx(121.0)
-    assert seconds_to_reach(results, "slow", 266.0) is None
+    assert seconds_to_reach([(61.0, 270.0), (181.0, 262.0)], 266.0) == pytest.approx(121.0)
+    assert seconds_to_reach([(60.0, 300.0), (180.0, 290.0)], 266.0) is None
     speed = speedups(results)
-    assert speed["plain_final"] == {"iwae_nll": 266.0, "train_seconds": 600.0, "epochs": 30}
-    assert speed["fast"] == {"seconds": 121.0, "times_faster": pytest.approx(600 / 121, abs=0.05),
-                             "at_first_budget": False}
+    assert speed["plain_final"]["iwae_nll"] == {"median": 266.0, "min": 266.0, "max": 266.0, "n": 1}
+    assert speed["plain_final"]["train_seconds"]["median"] == 600.0 and speed["plain_final"]["seeds"] == [42]
+    assert speed["fast"]["seconds"] == 121.0
+    assert speed["fast"]["times_faster"] == pytest.approx(600 / 121, abs=0.05)
+    assert not speed["fast"]["at_first_budget"]
     assert speed["faster"]["at_first_budget"] and speed["faster"]["times_faster"] == pytest.approx(9.7)
     assert speed["slow"]["seconds"] is None and speed["slow"]["times_faster"] is None
+    assert speed["slow"]["times_faster_per_seed"] is None
+
+
+def test_frontier_speedup_uses_medians_over_seeds_and_gives_the_per_seed_range():
+    """Three seeds: the target is the plain example's median final quality at its median time, the
+    configuration's median curve reaches it; seed by seed (same seed on both sides) gives the range."""
+    from benchmarks.frontier_report import PLAIN, median_curve, speedups, summary
+
+    results = [
+        frontier_point(PLAIN, None, 600.0, 266.0, seed=1),
+        frontier_point(PLAIN, None, 620.0, 290.0, seed=2),
+        frontier_point(PLAIN, None, 580.0, 280.0, seed=3),  # median target 280 at a median 600 s
+        frontier_point("fast", 10, 10.0, 300.0, seed=1), frontier_point("fast", 20, 20.0, 270.0, seed=1),
+        frontier_point("fast", 10, 12.0, 290.0, seed=2), frontier_point("fast", 20, 22.0, 260.0, seed=2),
+        frontier_point("fast", 10, 11.0, 295.0, seed=3), frontier_point("fast", 20, 21.0, 275.0, seed=3),
+    ]
+    assert median_curve(results, "fast") == [(11.0, 295.0), (21.0, 270.0)]
+    nll = summary(results, "fast", "iwae_nll")
+    assert [(budget, n["median"], n["min"], n["max"], n["n"]) for budget, _, n in nll] == [
+        (10, 295.0, 290.0, 300.0, 3), (20, 270.0, 260.0, 275.0, 3)]
+    speed = speedups(results)
+    # Median curve: 295 at 11 s to 270 at 21 s crosses 280 at 11 + 10 * 15 / 25 = 17 s; 600 / 17 = 35.3x.
+    assert speed["fast"]["seconds"] == 17.0
+    assert speed["fast"]["times_faster"] == pytest.approx(35.3)
+    # Per seed: seed 1 reaches 266 never (270 at best): not reached; seed 2 reaches 290 at 12 s (at its
+    # first budget): 620 / 12 = 51.7x; seed 3 reaches 280 at 11 + 10 * 15 / 20 = 18.5 s: 580 / 18.5 = 31.4x.
+    per_seed = speed["fast"]["times_faster_per_seed"]
+    assert per_seed == {"median": pytest.approx(41.5, abs=0.06), "min": 31.4, "max": 51.7, "n": 2,
+                        "not_reached": 1}
 
 
 def test_frontier_configurations_do_not_depend_on_params_defaults():
@@ -168,3 +200,30 @@ def test_frontier_figure_shows_every_line_and_zooms_on_the_projects_configuratio
     low, high = zoom.get_ylim()
     assert 250 < low < 253 and 261 < high < 265
     assert [t.get_text() for t in zoom.get_legend().get_texts()] == ["mixture (params.yaml)", "normal"]
+    assert not whole.collections, "one seed: no range to shade"
+
+
+def test_frontier_figure_draws_the_median_and_shades_the_range_over_seeds():
+    from benchmarks.frontier_report import PLAIN, figure
+
+    results = [
+        frontier_point(PLAIN, None, 600.0, 290.0, seed=1), frontier_point(PLAIN, None, 610.0, 280.0, seed=2),
+        frontier_point(PLAIN, None, 590.0, 270.0, seed=3),
+        *(frontier_point("mixture", 60, 60.0 + i, nll, seed=i) for i, nll in ((1, 259.0), (2, 262.0), (3, 258.0))),
+        *(frontier_point("mixture", 480, 480.0 + i, nll, seed=i) for i, nll in ((1, 253.0), (2, 252.0), (3, 255.0))),
+    ]
+    whole, zoom = figure(results).axes
+    lines = {line.get_label(): list(zip(line.get_xdata(), line.get_ydata())) for line in zoom.get_lines()}
+    assert lines == {"mixture, 3 seeds": [(62.0, 259.0), (482.0, 253.0)]}
+    (band,) = zoom.collections  # the range over seeds, between min and max at each budget
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert {258.0, 262.0, 252.0, 255.0} <= set(np.round(ys, 6))
+    assert [line.get_ydata()[0] for line in whole.get_lines() if line.get_linestyle() == ":"] == [280.0]
+
+
+def test_frontier_append_skips_the_runs_it_already_has():
+    from benchmarks.frontier import done_key
+    from benchmarks.frontier_report import PLAIN
+
+    assert done_key(frontier_point(PLAIN, 60, 60.0, 300.0, seed=7)) == (PLAIN, None, 7)  # one run per seed
+    assert done_key(frontier_point("mixture", 480, 479.0, 253.0, seed=7)) == ("mixture", 480, 7)

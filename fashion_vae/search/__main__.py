@@ -1,0 +1,71 @@
+"""python -m fashion_vae.search run|report: a study whose trials are DVC experiments.
+
+    python -m fashion_vae.search run [--storage URL] [--trials N] [--jobs J] [--push REMOTE]
+    python -m fashion_vae.search report [--storage URL] [--out DIR]
+
+``run`` asks Optuna for trials (minimise test iwae_nll, maximise 5-NN accuracy), queues each
+as one DVC experiment per seed, runs them with DVC's queue workers and tells Optuna the
+median over seeds; running it again resumes the study. ``report`` writes the Pareto front
+(``front.png``, ``front.md``) and every trial's record (``study.json``). The space and the
+study's settings are in search.yaml; the study lives in ``--storage`` (default: a SQLite
+file in search/; ``postgresql+psycopg://...`` for a study shared by several machines).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fashion_vae.errors import PipelineError
+from fashion_vae.search.storage import DEFAULT_STORAGE
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fashion_vae.search", description=__doc__.split("\n\n")[2])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) the study in search.yaml")
+    report = commands.add_parser("report", help="write the Pareto front and every trial's record")
+    for sub in (run, report):
+        sub.add_argument("--config", type=Path, default=Path("search.yaml"), help="the search space (search.yaml)")
+        sub.add_argument("--storage", default=DEFAULT_STORAGE,
+                         help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql+psycopg://... to share)")
+    run.add_argument("--trials", type=int, help="trials to finish (default: study.trials)")
+    run.add_argument("--jobs", type=int, help="DVC queue workers (default: study.jobs)")
+    run.add_argument("--push", metavar="REMOTE", help="dvc exp push each finished trial's experiments to this git remote")
+    run.add_argument("--poll", type=float, default=10.0, help="seconds between looks at DVC's queue (default 10)")
+    report.add_argument("--out", type=Path, default=Path("search/report"), help="directory to write (default search/report)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from fashion_vae.search import space as search_space
+
+        space = search_space.load(args.config)
+        for option in ("trials", "jobs"):
+            value = getattr(args, option, None)
+            if value is not None and value < 1:
+                raise PipelineError(f"--{option} = {value} is invalid; expected an integer >= 1")
+        if args.command == "run":
+            from fashion_vae.search import driver
+
+            return driver.run(space, args.storage, Path.cwd(), args.trials, args.jobs, args.push, args.poll)
+        from fashion_vae.search import report
+        from fashion_vae.search.storage import open_storage
+
+        record = report.write(open_storage(args.storage), args.storage, space, args.out)
+        print(f"search: study {space.name!r}: {record['counts']['complete']} completed, "
+              f"{record['counts']['fail']} failed, {record['counts']['running']} running trials; front "
+              f"{', '.join(map(str, record['front'])) or 'empty'}; wrote {args.out}/study.json, front.md, front.png")
+        return 0
+    except PipelineError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C) before the study started; nothing was queued", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

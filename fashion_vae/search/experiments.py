@@ -1,0 +1,173 @@
+"""DVC's experiment queue, driven through its CLI: queue, start workers, watch, read back, clean up.
+
+Everything goes through the ``dvc`` command a user would type, so a study's trials are
+ordinary DVC experiments: ``dvc exp show`` lists them, ``dvc exp apply NAME`` takes one,
+``dvc exp push`` shares them. Commands run in their own session, so a Ctrl-C meant for the
+search driver does not reach DVC mid-command; the driver cleans up instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from fashion_vae.errors import PipelineError
+
+QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
+DONE = (SUCCESS, FAILED)
+METRICS_FILE = "metrics/eval.json"
+COMMAND_TIMEOUT_S = 600
+
+
+def dvc_command() -> str:
+    """The ``dvc`` beside the running Python (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
+
+
+def override(key: str, value: Any) -> str:
+    """One ``-S key=value`` in DVC's (Hydra's) syntax, typed as params.yaml types it."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = repr(value)  # 0.001, 1e-05, 2.0: all read back as floats
+    elif isinstance(value, list):
+        text = "[" + ",".join(override("", v).partition("=")[2] for v in value) + "]"
+    else:
+        text = str(value)
+    return f"{key}={text}"
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT while a DVC command changes the queue; a Ctrl-C lands after it, not inside it."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def last_error_line(text: str) -> str:
+    """The line that says why a run failed: a stage's ``error:``, else DVC's ``ERROR:``, else the last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for prefix in ("error: ", "ERROR: "):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            return found[-1][:400]
+    return (lines[-1] if lines else "no output")[:400]
+
+
+class Queue:
+    """The DVC experiments of one workspace (``root``), through the ``dvc`` CLI."""
+
+    def __init__(self, root: str | Path, env: dict[str, str] | None = None):
+        self.root = Path(root)
+        self.env = {**(env or os.environ), "DVC_NO_ANALYTICS": "1"}
+        self.dvc = dvc_command()
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        with interrupts_deferred():
+            result = subprocess.run(
+                [self.dvc, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_S, start_new_session=True,
+            )
+        if check and result.returncode != 0:
+            raise PipelineError(f"dvc {' '.join(args[:3])}: {last_error_line(result.stderr + result.stdout)}")
+        return result
+
+    # -- queueing and workers ----------------------------------------------------------------
+
+    def enqueue(self, name: str, values: dict[str, Any], targets: tuple[str, ...] = ()) -> None:
+        """``dvc exp run --queue -n NAME -S key=value ... [TARGET ...]`` (the caller checks the name is
+        new: DVC accepts a name twice while it is only queued, and keeps one of the results)."""
+        sets = [arg for key, value in values.items() for arg in ("-S", override(key, value))]
+        self.run("exp", "run", "--queue", "-n", name, *sets, *targets)
+
+    def start_workers(self, jobs: int) -> None:
+        """``dvc queue start -j JOBS``; its output goes to a file, not a pipe: the forked workers
+        keep their stdout open until they exit, so reading a pipe would wait for the whole queue."""
+        log = self.root / ".dvc" / "tmp" / "search-queue-start.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with interrupts_deferred(), open(log, "w") as out:
+            code = subprocess.run(
+                [self.dvc, "queue", "start", "-j", str(jobs)], cwd=self.root, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S,
+                start_new_session=True,
+            ).returncode
+        if code != 0:
+            raise PipelineError(f"dvc queue start: {last_error_line(log.read_text(errors='replace'))}")
+
+    def status(self) -> dict[str, str]:
+        """Name -> Queued / Running / Success / Failed, from ``dvc queue status``."""
+        states = {}
+        for line in self.run("queue", "status").stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[-1] in (QUEUED, RUNNING, SUCCESS, FAILED):
+                states[fields[1]] = fields[-1]
+        return states
+
+    def error(self, name: str) -> str:
+        result = self.run("queue", "logs", name, check=False)
+        return last_error_line(result.stdout + result.stderr)
+
+    # -- finished experiments ----------------------------------------------------------------
+
+    def experiments(self) -> dict[str, dict]:
+        """Every experiment that DVC has finished: name -> rev, params, metrics.
+
+        Read with ``dvc exp show --json``, which keeps params' types. Queued, running and
+        failed experiments are left out (a failed one shows its baseline's stale metrics).
+        """
+        # -A: every commit's experiments, so a study's trials stay readable after a commit.
+        shown = json.loads(self.run("exp", "show", "--json", "-A").stdout or "[]")
+        found = {}
+        for commit in shown:
+            for exp in commit.get("experiments") or []:
+                executor = exp.get("executor") or {}
+                if executor.get("state") not in (None, "success"):
+                    continue
+                for rev in exp.get("revs") or []:
+                    data = rev.get("data") or {}
+                    if rev.get("error") or not rev.get("name"):
+                        continue
+                    found[rev["name"]] = {
+                        "rev": rev.get("rev"),
+                        "params": ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {},
+                        "metrics": ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data") or {},
+                    }
+        return found
+
+    # -- clean-up and sharing ------------------------------------------------------------------
+
+    def remove(self, names: list[str]) -> None:
+        if names:
+            self.run("queue", "remove", *names, check=False)
+
+    def kill(self, names: list[str]) -> None:
+        if names:
+            self.run("queue", "kill", *names, check=False)
+
+    def stop_workers(self) -> None:
+        self.run("queue", "stop", check=False)
+
+    def push(self, remote: str, names: list[str]) -> None:
+        """``dvc exp push REMOTE NAME...``: the git refs, and the outputs to the default DVC remote."""
+        if names:
+            self.run("exp", "push", remote, *names)
+
+    def uncommitted(self) -> list[str]:
+        """Tracked files with uncommitted changes (``git status``), which DVC's queue copies into a trial."""
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=self.root, capture_output=True,
+            text=True, timeout=60,
+        )
+        if result.returncode != 0:
+            raise PipelineError(f"{self.root}: not a git repository ({last_error_line(result.stderr)})")
+        return [line[3:] for line in result.stdout.splitlines() if line.strip()]

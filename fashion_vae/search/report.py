@@ -1,0 +1,179 @@
+"""The study's report: every trial as a record, the Pareto front as a figure and a table.
+
+Read from Optuna's storage alone (no DVC needed), so any machine sharing the database can
+write it: ``study.json`` (every trial's params, seeds, per-seed metrics, experiment names,
+state and error), ``front.png`` (every completed trial at its median over seeds, the range
+over seeds as error bars, the front highlighted, params.yaml's current values marked) and
+``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from pathlib import Path
+
+from fashion_vae import atomic, params
+from fashion_vae.errors import PipelineError
+from fashion_vae.search.driver import DEFINITION, ERROR, EXPERIMENTS, INTERRUPTED, PER_SEED, WORKSPACE
+from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, lookup
+from fashion_vae.search.storage import quiet_optuna, safe_url
+
+DEFAULT_OUT = Path("search/report")
+
+
+def load_study(storage, name: str):
+    optuna = quiet_optuna()
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise PipelineError(f"no study named {name!r} in this storage; run python -m fashion_vae.search run first") \
+            from None
+
+
+def trial_record(trial, space: SearchSpace) -> dict:
+    """One trial as plain JSON: what it tried, with which seeds, what each seed gave."""
+    per_seed = trial.user_attrs.get(PER_SEED, {})
+    record = {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "params": space.params_of(trial.params),
+        "experiments": trial.user_attrs.get(EXPERIMENTS, {}),
+        "per_seed": per_seed,
+        "workspace": trial.user_attrs.get(WORKSPACE),
+        "machine": trial.user_attrs.get("machine"),
+        "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
+        "finished": trial.datetime_complete.isoformat(timespec="seconds") if trial.datetime_complete else None,
+        "default": bool(trial.user_attrs.get("default")),
+    }
+    for name, _, _ in OBJECTIVES:
+        values = [seed[name] for seed in per_seed.values() if name in seed]
+        if values:
+            record[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    if trial.user_attrs.get(ERROR):
+        record["error"] = trial.user_attrs[ERROR]
+    if trial.user_attrs.get(INTERRUPTED):
+        record["interrupted"] = True
+    return record
+
+
+def pareto_front(records: list[dict]) -> list[dict]:
+    """Completed trials no other completed trial beats on both medians (lower iwae_nll, higher 5-NN)."""
+    done = [r for r in records if r["state"] == "complete"]
+
+    def beats(a: dict, b: dict) -> bool:
+        (n1, _, d1), (n2, _, d2) = OBJECTIVES
+        sign1, sign2 = (1 if d1 == "minimize" else -1), (1 if d2 == "minimize" else -1)
+        a1, b1 = sign1 * a[n1]["median"], sign1 * b[n1]["median"]
+        a2, b2 = sign2 * a[n2]["median"], sign2 * b[n2]["median"]
+        return a1 <= b1 and a2 <= b2 and (a1 < b1 or a2 < b2)
+
+    front = [r for r in done if not any(beats(other, r) for other in done)]
+    return sorted(front, key=lambda r: r[OBJECTIVES[0][0]]["median"])
+
+
+def current_defaults(records: list[dict], space: SearchSpace, cfg: dict) -> list[int]:
+    """Trials that ran params.yaml's current values of the searched keys."""
+    wanted = {d.key: lookup(cfg, d.key) for d in space.dimensions}
+    return [r["number"] for r in records if all(r["params"].get(k) == v for k, v in wanted.items())]
+
+
+def spread_text(stat: dict, digits: int) -> str:
+    if stat["min"] == stat["max"]:
+        return f"{stat['median']:.{digits}f}"
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}, {stat['max']:.{digits}f}]"
+
+
+def front_table(front: list[dict], space: SearchSpace, defaults: list[int]) -> str:
+    keys = [d.key for d in space.dimensions]
+    header = ["trial", "iwae_nll median [min, max]", "5-NN median [min, max]", *keys, "experiments (dvc exp apply NAME)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in front:
+        mark = " (params.yaml)" if r["number"] in defaults else ""
+        cells = [f"{r['number']}{mark}", spread_text(r["iwae_nll"], 2), spread_text(r["knn5"], 4),
+                 *(_cell(r["params"][k]) for k in keys), ", ".join(f"`{n}`" for n in r["experiments"].values())]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = len(space.seeds)
+    return ("\n".join(lines) + f"\n\nMedian and range over {seeds} seeds (train.seed {', '.join(map(str, space.seeds))}); "
+            f"fixed for every trial: {', '.join(f'{k}={_cell(v)}' for k, v in space.fixed.items()) or 'nothing'}.\n")
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(decode_choice(value))
+
+
+def figure(records: list[dict], front: list[dict], defaults: list[int], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (nll, _, _), (knn, _, _) = OBJECTIVES
+    done = [r for r in records if r["state"] == "complete"]
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+
+    def draw(rows, **style):
+        if not rows:
+            return
+        x = [r[knn]["median"] for r in rows]
+        y = [r[nll]["median"] for r in rows]
+        xerr = [[r[knn]["median"] - r[knn]["min"] for r in rows], [r[knn]["max"] - r[knn]["median"] for r in rows]]
+        yerr = [[r[nll]["median"] - r[nll]["min"] for r in rows], [r[nll]["max"] - r[nll]["median"] for r in rows]]
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, linestyle="none", capsize=2, **style)
+
+    front_numbers = {r["number"] for r in front}
+    draw([r for r in done if r["number"] not in front_numbers], marker="o", color="0.6", label="trial")
+    draw(front, marker="o", color="C3", label="Pareto front")
+    if front:
+        ax.plot([r[knn]["median"] for r in front], [r[nll]["median"] for r in front], color="C3", linewidth=1,
+                alpha=0.6)
+    marked = [r for r in done if r["number"] in defaults]
+    if marked:
+        ax.plot([r[knn]["median"] for r in marked], [r[nll]["median"] for r in marked], marker="*", markersize=16,
+                linestyle="none", markerfacecolor="none", markeredgecolor="k", label="params.yaml's values")
+    for r in done:
+        ax.annotate(str(r["number"]), (r[knn]["median"], r[nll]["median"]), xytext=(4, 3),
+                    textcoords="offset points", fontsize=7, color="0.3")
+    ax.set_xlabel("5-NN accuracy of test z_mean (higher is better)")
+    ax.set_ylabel("test iwae_nll, nats per image (lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
+    """Write study.json, front.png and front.md under ``out``; return the record."""
+    study = load_study(storage, space.name)
+    records = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+    front = pareto_front(records)
+    defaults = current_defaults(records, space, params.load())
+    record = {
+        "study": space.name,
+        "storage": safe_url(storage_url),
+        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "objectives": [{"name": n, "metric": "metrics/eval.json: " + ".".join(p), "direction": d}
+                       for n, p, d in OBJECTIVES],
+        "search_yaml": study.user_attrs.get("search_yaml", space.text),
+        "definition": study.user_attrs.get(DEFINITION),
+        "drivers": study.user_attrs.get("drivers", []),
+        "counts": {state: sum(r["state"] == state for r in records) for state in ("complete", "fail", "running")},
+        "front": [r["number"] for r in front],
+        "params_yaml_trials": defaults,
+        "trials": records,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "study.json", json.dumps(record, indent=2) + "\n")
+    atomic.write_text(out / "front.md", front_table(front, space, defaults))
+    fig = figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed trials, "
+                                            f"median and range over {len(space.seeds)} seeds")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    atomic.write_bytes(out / "front.png", buffer.getvalue())
+    return record
