@@ -151,6 +151,17 @@ def small_pipeline(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stage_server(tmp_path_factory):
+    """Runs ``stages.NAME``'s ``main()`` in children forked from one process that imported them
+    (tests/stage_server.py): each run skips TensorFlow's 6 s start-up."""
+    from tests.stage_server import StageServer
+
+    server = StageServer(project_env(), tmp_path_factory.mktemp("stage-server"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory) -> Path:
     """A directory holding the four verified official files (data/raw, or fetched)."""
     local = REPO_ROOT / "data" / "raw"

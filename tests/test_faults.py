@@ -1,6 +1,7 @@
 """Fault injection (issue 7): the real stage commands and the real DVC CLI against bad inputs.
 
-Every case runs a real command -- ``python -m stages.NAME`` or ``dvc repro`` -- in a copy of
+Every case runs a stage -- its ``main()``, as ``python -m stages.NAME`` runs it, in a child forked
+from tests/stage_server.py, which skips TensorFlow's start-up -- or the real ``dvc repro``, in a copy of
 the small real pipeline (the session fixture ``small_pipeline``, its results committed to git
 as in the real repository) after injecting one fault, and asserts three things:
 
@@ -56,9 +57,10 @@ def sha256(data: bytes) -> str:
 class Workspace:
     """The shared project copy and its pristine files: fault it, run, check, put it back."""
 
-    def __init__(self, root: Path, scratch: Path):
+    def __init__(self, root: Path, scratch: Path, server=None):
         self.root = root
         self.scratch = scratch
+        self.server = server  # tests/stage_server.py: runs a stage's main() without TensorFlow's start-up
         scratch.mkdir(parents=True, exist_ok=True)
         self._hash_cache: dict[tuple, str] = {}
         self.pristine = {rel: (root / rel).read_bytes() for rel in self.files()}
@@ -132,7 +134,7 @@ class Workspace:
 
 
 @pytest.fixture(scope="module")
-def workspace(small_pipeline, tmp_path_factory) -> Workspace:
+def workspace(small_pipeline, stage_server, tmp_path_factory) -> Workspace:
     base = tmp_path_factory.mktemp("faults")
     root = base / "project"
     shutil.copytree(
@@ -142,7 +144,7 @@ def workspace(small_pipeline, tmp_path_factory) -> Workspace:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "results"], root)
     assert "Data and pipelines are up to date" in dvc(root, "status").stdout
-    return Workspace(root, base / "scratch")
+    return Workspace(root, base / "scratch", stage_server)
 
 
 @pytest.fixture
@@ -154,8 +156,9 @@ def ws(workspace):
 # -- running and checking ------------------------------------------------------------------
 
 
-def stage(ws: Workspace, name: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", f"stages.{name}"], ws.root, check=False, timeout=timeout)
+def stage(ws: Workspace, name: str, timeout: float = 300):
+    """The stage's ``main()`` as ``python -m stages.NAME`` calls it, in a child of the stage server."""
+    return ws.server.run(name, ws.root, project_env(), timeout=timeout)
 
 
 def output(result: subprocess.CompletedProcess) -> str:

@@ -11,12 +11,11 @@ Every stage runs under a memory limit and a timeout, so a regression that reads
 from __future__ import annotations
 
 import re
-import resource
-import sys
+
 import pytest
 
 from fashion_vae import dataset
-from tests.conftest import SMALL_PARAMS, run
+from tests.conftest import SMALL_PARAMS, project_env
 from tests.test_faults import (  # noqa: F401  (fixtures imported here are registered for this module)
     MODEL,
     PREPARED,
@@ -40,18 +39,13 @@ COLUMNS_2D = (r"expected columns index, z0\.\.z1, log_var0\.\.log_var1, label, c
               r"latent_dim = 2; ")
 
 
-def limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-
 def identities(ws: Workspace) -> dict[str, tuple[int, int]]:
     """Inode and mtime of every output: a file rewritten with the same bytes still shows up."""
     return {rel: ((ws.root / rel).stat().st_ino, (ws.root / rel).stat().st_mtime_ns) for rel in ws.files()}
 
 
 def stage(ws: Workspace, name: str):
-    return run([sys.executable, "-m", f"stages.{name}"], ws.root, check=False, timeout=TIMEOUT_S,
-               preexec_fn=limit_memory)
+    return ws.server.run(name, ws.root, project_env(), timeout=TIMEOUT_S, rlimits={"RLIMIT_AS": MEMORY_LIMIT})
 
 
 # -- faults ----------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         if args.command == "run":
             from fashion_vae.search import driver
 
-            return driver.run(space, args.storage, Path.cwd(), args.trials, args.jobs, args.push, args.poll)
+            return driver.run(space, args.storage, Path("."), args.trials, args.jobs, args.push, args.poll)
         from fashion_vae.search import report
         from fashion_vae.search.storage import open_storage
 

@@ -283,7 +283,9 @@ class Driver:
         self.queue.remove(queued)
         self.queue.kill(running)
         self.queue.stop_workers()
-        self.queue.remove(running)
+        self.queue.wait_until_stopped(running)
+        finished_meanwhile = set(self.queue.experiments()) & set(running)  # ended before the kill landed
+        self.queue.remove([n for n in running if n not in finished_meanwhile])
         for flight in self.in_flight:
             flight.trial.set_user_attr(INTERRUPTED, True)
             flight.trial.set_user_attr(ERROR, "interrupted (Ctrl-C)")
@@ -292,10 +294,10 @@ class Driver:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         kept = sum(len(t.user_attrs.get(EXPERIMENTS, {})) for t in complete)
         failed = ", ".join(str(f.trial.number) for f in self.in_flight) or "none"
+        removed = len(queued) + len(running) - len(finished_meanwhile)
         print(f"error: interrupted (Ctrl-C); kept {len(complete)} completed trials and their {kept} experiments "
               f"in {safe_url(self.storage_url)}; marked trial(s) {failed} failed and removed "
-              f"{len(queued) + len(running)} unfinished experiment(s); run the same command to continue",
-              file=sys.stderr)
+              f"{removed} unfinished experiment(s); run the same command to continue", file=sys.stderr)
         return 130
 
     def describe(self, suggested: dict) -> str:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,6 +154,15 @@ class Queue:
     def kill(self, names: list[str]) -> None:
         if names:
             self.run("queue", "kill", *names, check=False)
+
+    def wait_until_stopped(self, names: list[str], timeout_s: float = 60) -> None:
+        """Wait until none of ``names`` is still running (a killed task takes a moment to end)."""
+        deadline = time.monotonic() + timeout_s
+        while names and time.monotonic() < deadline:
+            states = self.status()
+            if not any(states.get(name) == RUNNING for name in names):
+                return
+            time.sleep(1)
 
     def stop_workers(self) -> None:
         self.run("queue", "stop", check=False)

@@ -1,0 +1,385 @@
+"""The search (issue 18): search.yaml validation, and a real study whose trials are DVC experiments.
+
+The study runs on the small real subset through DVC's own queue (one worker): its
+experiments exist with the params Optuna asked for, Optuna's stored values are the median
+of the experiments' metrics, a second run resumes without training anything again (also
+after the driver was killed mid-trial), and Ctrl-C keeps what finished. Bad input of every
+kind stops with one line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN_DIR, REPO_ROOT, dvc, project_env, run
+
+SEEDS = [1, 2]
+# Tiny trials: one epoch, scored on K = 4, each experiment runs up to evaluate.
+TINY_SEARCH = {
+    "study": {"name": "tiny", "trials": 1, "seeds": SEEDS, "startup_trials": 1, "sampler_seed": 3, "jobs": 1,
+              "fixed": {"train.epochs": 1, "train.warmup_epochs": 0, "evaluate.iwae_samples": 4}, "targets": ["evaluate"]},
+    "space": {"model.beta": {"kind": "float", "low": 0.5, "high": 1.5},
+              "train.learning_rate": {"kind": "log-float", "low": 0.001, "high": 0.01},
+              "model.prior": {"kind": "categorical", "choices": ["normal", "mixture"]}},
+}
+
+
+# -- search.yaml: validated before anything runs ------------------------------------------------------
+
+
+def params_raw() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def changed(path: str, value) -> dict:
+    """TINY_SEARCH with one entry (``a.b.c`` path; None deletes it) changed."""
+    spec = json.loads(json.dumps(TINY_SEARCH))
+    *parents, last = path.split("/")
+    node = spec
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return spec
+
+
+BAD_SEARCH = [
+    ("unknown-section", changed("sampler", {"name": "tpe"}), r"unknown section 'sampler'; allowed sections: study, space$"),
+    ("unknown-study-key", changed("study/n_trials", 5), r"study: unknown key 'n_trials'; allowed keys: name, trials"),
+    ("missing-study-key", changed("study/seeds", None), r"study\.seeds: missing; expected a non-empty list"),
+    ("bad-seeds", changed("study/seeds", [1, 1]), r"study\.seeds: \[1, 1\] is invalid; expected a non-empty list"),
+    ("seed-out-of-range", changed("study/seeds", [-1]), r"study\.seeds: \[-1\] is invalid"),
+    ("bad-trials", changed("study/trials", 0), r"study\.trials: 0 is invalid; expected an integer in \[1, 10000\]"),
+    ("bad-name", changed("study/name", "a b"), r"study\.name: 'a b' is invalid; expected a study name"),
+    ("bad-targets", changed("study/targets", ["deploy"]), r"study\.targets: \['deploy'\] is invalid"),
+    ("fixed-not-a-param", changed("study/fixed", {"train.epoch": 1}), r"study\.fixed\.train\.epoch: params\.yaml has no key train\.epoch$"),
+    ("fixed-rejected", changed("study/fixed", {"train.epochs": 0}),
+     r"study\.fixed: these values are outside what params\.yaml accepts \(train\.epochs = 0 is invalid"),
+    ("key-not-in-params", changed("space/model.dropout", {"kind": "float", "low": 0, "high": 1}),
+     r"space\.model\.dropout: params\.yaml has no key model\.dropout$"),
+    ("not-a-key", changed("space/beta", {"kind": "float", "low": 0, "high": 1}),
+     r"space\.beta: 'beta' is not a params\.yaml key; expected section\.name$"),
+    ("unknown-spec-key", changed("space/model.beta", {"kind": "float", "low": 0.5, "high": 1, "step": 0.1}),
+     r"space\.model\.beta: unknown key 'step'"),
+    ("unknown-kind", changed("space/model.beta", {"kind": "uniform", "low": 0.5, "high": 1}),
+     r"space\.model\.beta\.kind: 'uniform' is invalid; expected one of float, log-float, int, categorical$"),
+    ("low-above-high", changed("space/model.beta", {"kind": "float", "low": 2, "high": 1}),
+     r"space\.model\.beta: low = 2 is greater than high = 1$"),
+    ("log-range-touches-0", changed("space/train.learning_rate", {"kind": "log-float", "low": 0, "high": 0.01}),
+     r"space\.train\.learning_rate\.low: 0 is invalid for a log-float range; expected a number > 0$"),
+    ("empty-choices", changed("space/model.prior", {"kind": "categorical", "choices": []}),
+     r"space\.model\.prior\.choices: \[\] is invalid; expected a non-empty list$"),
+    ("choice-params-refuses", changed("space/model.prior", {"kind": "categorical", "choices": ["normal", "flow"]}),
+     r"space\.model\.prior\.choices: choice 'flow' is outside what params\.yaml accepts \(model\.prior = 'flow' "
+     r"is invalid; expected one of 'normal', 'mixture', 'vamp'\)$"),
+    ("range-params-refuses", changed("space/train.learning_rate", {"kind": "log-float", "low": 0.001, "high": 2}),
+     r"space\.train\.learning_rate\.high: high = 2\.0 is outside what params\.yaml accepts \(train\.learning_rate = "
+     r"2\.0 is invalid; expected a number in \(0, 1\]\)$"),
+    ("int-kind-float-bound", changed("space/model.dense_units", {"kind": "int", "low": 8.5, "high": 64}),
+     r"space\.model\.dense_units\.low: 8\.5 is invalid; expected an integer$"),
+    ("seed-searched", changed("space/train.seed", {"kind": "int", "low": 0, "high": 9}),
+     r"space\.train\.seed: the seeds are study\.seeds, not a searched key$"),
+    ("searched-and-fixed", changed("space/train.epochs", {"kind": "int", "low": 1, "high": 3}),
+     r"space\.train\.epochs: is also in study\.fixed; a key is either searched or fixed$"),
+    ("empty-space", changed("space", {}), r"space: missing or empty"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_SEARCH, ids=[c[0] for c in BAD_SEARCH])
+def test_bad_search_yaml_is_one_line_naming_the_key(case):
+    from fashion_vae.errors import PipelineError
+    from fashion_vae.search import space
+
+    _, spec, expect = case
+    with pytest.raises(PipelineError) as raised:
+        space.validate(spec, params_raw())
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("search.yaml: "), message
+    assert re.search(expect, message), message
+
+
+def test_a_good_space_gives_optuna_distributions_and_trial_params():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from fashion_vae.search import space
+
+    spec = changed("space/model.conv_filters", {"kind": "categorical", "choices": [[16, 32], [32, 64]]})
+    parsed = space.validate(spec, params_raw())
+    dists = parsed.distributions()
+    assert dists["train.learning_rate"] == FloatDistribution(0.001, 0.01, log=True)
+    assert dists["model.conv_filters"] == CategoricalDistribution(["[16, 32]", "[32, 64]"])
+    assert parsed.params_of({"model.conv_filters": "[32, 64]", "model.beta": 0.7}) == {
+        "train.epochs": 1, "train.warmup_epochs": 0, "evaluate.iwae_samples": 4, "model.conv_filters": [32, 64], "model.beta": 0.7}
+    # params.yaml's own values are inside this space: the study measures them first.
+    assert parsed.default_trial(params_module().load(REPO_ROOT / "params.yaml"))["model.conv_filters"] == "[16, 32]"
+
+
+def params_module():
+    from fashion_vae import params
+
+    return params
+
+
+def test_overrides_are_typed_as_params_yaml_types_them():
+    from fashion_vae.search.experiments import override
+
+    assert override("model.beta", 0.5) == "model.beta=0.5"
+    assert override("model.beta", 1.0) == "model.beta=1.0"  # stays a float
+    assert override("train.learning_rate", 1e-5) == "train.learning_rate=1e-05"
+    assert override("model.conv_filters", [16, 32]) == "model.conv_filters=[16,32]"
+    assert override("model.prior", "vamp") == "model.prior=vamp"
+
+
+# -- the CLI and a real study ---------------------------------------------------------------------------
+
+
+def search_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fashion_vae.search", *args]
+
+
+def search(project: Path, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run(search_cmd(*args), project, check=check, timeout=timeout)
+
+
+def one_error(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout
+    return lines[0]
+
+
+def write_search(project: Path, spec: dict) -> None:
+    (project / "search.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", message], project)
+
+
+@pytest.fixture(scope="module")
+def project(small_pipeline, tmp_path_factory) -> Path:
+    """The small pipeline's committed results and the tiny search.yaml: a workspace a study can start in."""
+    root = tmp_path_factory.mktemp("search") / "project"
+    shutil.copytree(small_pipeline, root, symlinks=True,
+                    ignore=lambda d, names: ["tmp"] if Path(d).name == ".dvc" else [])
+    write_search(root, TINY_SEARCH)
+    commit(root, "results and a tiny search space")
+    return root
+
+
+def study(project: Path, storage: str | None = None):
+    from fashion_vae.search.storage import open_storage, quiet_optuna
+
+    url = storage or f"sqlite:///{project}/search/study.db"
+    return quiet_optuna().load_study(study_name="tiny", storage=open_storage(url))
+
+
+def shown_experiments(project: Path) -> dict[str, dict]:
+    """name -> (params, metrics, rev) as `dvc exp show --json` gives them."""
+    found = {}
+    for commit_entry in json.loads(dvc(project, "exp", "show", "--json", "-A").stdout):
+        for exp in commit_entry.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                found[rev["name"]] = {
+                    "rev": rev["rev"], "params": (data.get("params") or {}).get("params.yaml", {}).get("data"),
+                    "metrics": (data.get("metrics") or {}).get("metrics/eval.json", {}).get("data"),
+                    "state": (exp.get("executor") or {}).get("state")}
+    return found
+
+
+def queue_tasks(project: Path) -> list[tuple[str, str]]:
+    """(name, state) of every task `dvc queue status` lists."""
+    lines = dvc(project, "queue", "status").stdout.splitlines()
+    return [(f[1], f[-1]) for f in (line.split() for line in lines)
+            if len(f) >= 4 and f[-1] in ("Queued", "Running", "Success", "Failed")]
+
+
+def start_driver(project: Path, log: Path, *args: str) -> subprocess.Popen:
+    env = {**project_env(), "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        return subprocess.Popen(search_cmd("run", "--poll", "1", *args), cwd=project, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_until(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the driver exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def assert_trial_matches_its_experiments(trial, shown: dict, spec: dict) -> None:
+    """The experiments exist with the asked params, and Optuna holds the medians of their metrics."""
+    from fashion_vae.search.space import decode_choice
+
+    names = trial.user_attrs["experiments"]
+    assert sorted(map(int, names)) == SEEDS
+    for seed, name in names.items():
+        params = shown[name]["params"]
+        for key, value in {**trial.params, **spec["study"]["fixed"], "train.seed": int(seed)}.items():
+            section, field = key.split(".")
+            assert params[section][field] == decode_choice(value), (name, key)
+    medians = [statistics.median(shown[n]["metrics"]["iwae_nll"] for n in names.values()),
+               statistics.median(shown[n]["metrics"]["knn"]["k5"] for n in names.values())]
+    assert trial.values == medians
+
+
+@pytest.mark.e2e
+def test_study_runs_through_dvcs_queue_and_stores_the_medians_of_the_experiments(project):
+    result = search(project, "run", "--poll", "1", check=True)
+    assert "search: trial 0:" in result.stdout and "search: trial 0 done:" in result.stdout, result.stdout
+    trials = study(project).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"]
+    (trial,) = trials
+    assert trial.user_attrs["default"], "the first trial is params.yaml's own values"
+    shown = shown_experiments(project)
+    assert set(shown) == {"tiny-t000-s1", "tiny-t000-s2"}
+    assert_trial_matches_its_experiments(trial, shown, TINY_SEARCH)
+    assert all(state == "Success" for _, state in queue_tasks(project))
+
+    # The same command again: the study is complete, nothing is queued or trained.
+    again = search(project, "run", "--poll", "1", check=True)
+    assert "trial" not in again.stdout.split("search: study")[0], again.stdout
+    assert len(queue_tasks(project)) == 2 and set(shown_experiments(project)) == set(shown)
+
+
+@pytest.mark.e2e
+def test_refusals_before_anything_is_queued(project, tmp_path):
+    # A missing or bad search.yaml, a bad --storage, a workspace with uncommitted changes.
+    assert re.fullmatch(r"error: missing\.yaml: missing; write one \(see README, Search\)",
+                        one_error(search(project, "run", "--config", "missing.yaml")))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(changed("space/model.beta", {"kind": "float", "low": 2, "high": 1})))
+    assert one_error(search(project, "run", "--config", str(bad))).endswith(
+        "space.model.beta: low = 2 is greater than high = 1")
+    assert "not a database URL" in one_error(search(project, "run", "--storage", "not a url"))
+    refused_port = free_port()
+    started = time.monotonic()
+    line = one_error(search(project, "run", "--storage", f"postgresql+psycopg://u:secret@127.0.0.1:{refused_port}/db"))
+    assert re.search(r"cannot open the study's database \(OperationalError: .*(refused|failed)", line), line
+    assert "secret" not in line and time.monotonic() - started < 15
+    params = project / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("beta: 1.0", "beta: 0.9"))
+    try:
+        line = one_error(search(project, "run"))
+    finally:
+        params.write_text(original)
+    assert line == ("error: the workspace has uncommitted changes to params.yaml; DVC's queue copies the "
+                    "workspace into every trial, so commit or stash them first")
+    assert not queue_tasks(project) or all(state == "Success" for _, state in queue_tasks(project))
+
+
+@pytest.mark.e2e
+def test_a_server_that_never_answers_stops_the_driver_within_the_connect_timeout(project):
+    with socket.socket() as silent:  # accepts the TCP connection, never speaks PostgreSQL
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        line = one_error(search(project, "report", "--storage", f"postgresql+psycopg://u:p@127.0.0.1:{port}/db"))
+        elapsed = time.monotonic() - started
+    assert "cannot open the study's database" in line and ":p@" not in line
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.e2e
+def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_path):
+    log = tmp_path / "driver.log"
+    before = shown_experiments(project)
+    driver = start_driver(project, log, "--trials", "2")
+    try:
+        wait_until(lambda: "search: trial 1:" in log.read_text(), "trial 1 asked", driver, log)
+        # Meanwhile a second driver on the same workspace and study database is refused.
+        second = search(project, "run", "--trials", "2")
+        assert one_error(second) == ("error: search/: another search driver is already running in this "
+                                     "workspace; wait for it to finish")
+        wait_until(lambda: any(name.startswith("tiny-t001") and state == "Running"
+                               for name, state in queue_tasks(project)), "trial 1 running", driver, log)
+        driver.send_signal(signal.SIGINT)
+        code = driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    text = log.read_text()
+    assert code == 130, text
+    assert "Traceback" not in text
+    trials = {t.number: t for t in study(project).get_trials()}
+    assert trials[0].state.name == "COMPLETE" and trials[1].state.name == "FAIL"
+    assert trials[1].user_attrs["interrupted"]
+    assert not [t for t in queue_tasks(project) if t[1] in ("Queued", "Running")]
+    after = {n: e["rev"] for n, e in shown_experiments(project).items() if e["state"] in (None, "success")}
+    assert all(after.get(name) == exp["rev"] for name, exp in before.items()), "a finished experiment was lost"
+    # The running experiment was stopped, unless it ended in the moment before the kill; the queued one never ran.
+    finished_anyway = [name for name in after if name.startswith("tiny-t001")]
+    assert "tiny-t001-s2" not in finished_anyway and set(after) == set(before) | set(finished_anyway)
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: interrupted (Ctrl-C); kept 1 completed trials and their 2 experiments in sqlite:///search/study.db; "
+        f"marked trial(s) 1 failed and removed {2 - len(finished_anyway)} unfinished experiment(s); run the same "
+        "command to continue"], text
+
+
+@pytest.mark.e2e
+def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experiment_again(project, tmp_path):
+    log = tmp_path / "killed.log"
+    driver = start_driver(project, log, "--trials", "2")  # trial 1 was interrupted: one more to finish
+    try:
+        wait_until(lambda: ("tiny-t002-s1", "Success") in queue_tasks(project), "trial 2's first experiment",
+                   driver, log)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only: DVC's worker goes on with the second
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    first = shown_experiments(project)["tiny-t002-s1"]["rev"]
+    assert study(project).get_trials()[2].state.name == "RUNNING"
+    resumed = search(project, "run", "--poll", "1", "--trials", "2", check=True)
+    assert "search: resuming trial 2 (1 of 2 experiments already finished)" in resumed.stdout, resumed.stdout
+    shown = shown_experiments(project)
+    assert shown["tiny-t002-s1"]["rev"] == first, "the finished experiment was trained again"
+    assert [name for name, _ in queue_tasks(project)].count("tiny-t002-s1") == 1
+    trials = study(project).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert_trial_matches_its_experiments(trials[2], shown, TINY_SEARCH)
+
+    # The report: every trial in the record, the front as a table of experiment names and a figure.
+    out = tmp_path / "report"
+    reported = search(project, "report", "--out", str(out), check=True)
+    assert "3 completed" not in reported.stdout and "2 completed, 1 failed" in reported.stdout, reported.stdout
+    record = json.loads((out / "study.json").read_text())
+    assert [t["number"] for t in record["trials"]] == [0, 1, 2]
+    assert record["trials"][1]["error"] == "interrupted (Ctrl-C)"
+    assert record["trials"][0]["per_seed"]["1"]["iwae_nll"] == shown["tiny-t000-s1"]["metrics"]["iwae_nll"]
+    table = (out / "front.md").read_text()
+    for number in record["front"]:
+        assert f"`tiny-t{number:03d}-s1`, `tiny-t{number:03d}-s2`" in table
+    assert record["params_yaml_trials"] == [0]
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
