@@ -194,6 +194,9 @@ def plain_checkpoints_callback(budgets: list[float], score_now):
 
 def run_plain(budgets: list[float], settings: dict) -> list[dict]:
     """The keras.io example under TensorFlow's defaults: one run of ``plain_epochs``, scored along the way."""
+    from benchmarks import load_tensorflow_quietly
+
+    load_tensorflow_quietly()
     import keras
     import numpy as np
 

@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-import fashion_vae  # noqa: F401  sets TensorFlow's CPU options before it loads
+from fashion_vae import quiet_tensorflow  # noqa: F401  TensorFlow with the stages' options, start-up lines filtered
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

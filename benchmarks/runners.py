@@ -98,6 +98,9 @@ class ChildPlainRunner(Runner):
 
 def plain_worker(n_train: int, seed: int) -> None:
     """Child side of ChildPlainRunner: no project imports (they may set TF options)."""
+    from benchmarks import load_tensorflow_quietly
+
+    load_tensorflow_quietly()
     import keras
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port

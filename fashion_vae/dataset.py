@@ -133,9 +133,12 @@ def fetch_one(spec: RawFile, sources: list[str], timeout_s: float, log=print) ->
 
 
 def fetch_all(sources: list[str], out_dir: str | Path, timeout_s: float) -> dict[str, Path]:
-    """Fetch and verify all four files, then write them; nothing is written on failure."""
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    blobs = {key: fetch_one(spec, sources, timeout_s, log) for key, spec in RAW_FILES.items()}
+    """Fetch and verify all four files, then write them; nothing is written on failure.
+
+    Which source served each file goes to stdout; stderr gets only a failure's one line
+    (which names every source tried and why it was skipped).
+    """
+    blobs = {key: fetch_one(spec, sources, timeout_s) for key, spec in RAW_FILES.items()}
     written = {}
     for key, blob in blobs.items():
         path = Path(out_dir) / RAW_FILES[key].name

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -353,7 +354,12 @@ while True:
         try:
             os.write(2, ("error: " + message + "\n").encode())
         finally:  # a closed stderr must not spare the stuck worker
-            os.kill(parent, signal.SIGKILL)
+            os.kill(parent, signal.SIGHUP)  # the worker's C-level handler: _exit(1)
+            time.sleep(10)
+            try:
+                os.kill(parent, signal.SIGKILL)  # if even that did not end it
+            except ProcessLookupError:
+                pass
         break
     chunk = os.read(0, 65536)
     if not chunk:
@@ -365,11 +371,28 @@ while True:
 """
 
 
+def exit_1_on_sighup() -> None:
+    """Make SIGHUP end this process at once with exit status 1, the status of a stage's one-line error.
+
+    The watchdog must end a worker that TensorFlow blocks while holding the GIL, where no
+    Python signal handler can run; SIGKILL would leave status 137. libc's ``_exit`` itself,
+    installed as the C-level handler, is called with the signal number: SIGHUP is 1.
+    """
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal(int(signal.SIGHUP), ctypes.cast(libc._exit, ctypes.c_void_p).value)
+
+
 class Watchdog:
-    """A child process that prints ``error: <message>`` and kills this process unless it is
-    re-armed (or disarmed, with 0 seconds) in time. It ends when this process ends."""
+    """A child process that prints ``error: <message>`` and ends this process (exit status 1)
+    unless it is re-armed (or disarmed, with 0 seconds) in time. It ends when this process ends."""
 
     def __init__(self):
+        exit_1_on_sighup()
         self._process = subprocess.Popen(
             [sys.executable, "-I", "-c", _WATCHDOG_CODE, str(os.getpid())], stdin=subprocess.PIPE,
             start_new_session=True,  # Ctrl-C in a terminal is for the worker; its exit (EOF) ends us

@@ -29,6 +29,23 @@ def interrupted_message() -> str:
     return INTERRUPTED_UNDER_DVC.format(stage=stage) if stage else INTERRUPTED
 
 
+def require_temporary_directory() -> None:
+    """A stage needs a writable temporary directory: TensorFlow's AutoGraph writes the code it
+    converts there (else it warns and runs the code unconverted) and saving a model writes a
+    scratch copy there. Without one, stop with one line before any work."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile():
+            pass
+    except (OSError, FileNotFoundError) as err:
+        where = tempfile.tempdir or os.environ.get("TMPDIR") or "/tmp"
+        raise PipelineError(
+            f"no writable temporary directory ({where}: {getattr(err, 'strerror', None) or err}); TensorFlow and "
+            "the model's save need one: set TMPDIR to a writable directory"
+        ) from None
+
+
 def stage_main(func: Callable[[], None]) -> Callable[[], None]:
     """Wrap a stage's ``main`` so a :class:`PipelineError` exits 1 with one line.
 
@@ -39,6 +56,7 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
     @functools.wraps(func)
     def wrapper() -> None:
         try:
+            require_temporary_directory()
             func()
         except PipelineError as err:
             message = " ".join(str(err).split())  # always exactly one line

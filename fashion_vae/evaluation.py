@@ -13,6 +13,7 @@ import tensorflow as tf
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from fashion_vae import progress
 from fashion_vae.dataset import CLASS_NAMES
 from fashion_vae.errors import PipelineError
 from fashion_vae.model import VAE, bce_per_image
@@ -32,7 +33,11 @@ def encode(model: VAE, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarra
     def heads(batch):
         return model.encoder.heads(batch)
 
-    parts = [heads(x[s]) for s in _batches(len(x), batch_size)]
+    parts = []
+    with progress.bar(len(x), "encode", "images") as shown:
+        for rows in _batches(len(x), batch_size):
+            parts.append(heads(x[rows]))
+            shown.update(rows.stop - rows.start)
     return (
         np.concatenate([p[0].numpy() for p in parts]),
         np.concatenate([p[1].numpy() for p in parts]),
@@ -92,15 +97,17 @@ def iwae_nll(model: VAE, x: np.ndarray, k: int, batch_size: int, seed: int) -> n
         return log_px_z + log_pz - log_qz_x
 
     out = np.empty(len(x), dtype=np.float64)
-    for rows in _batches(len(x), images_per_step):
-        batch = x[rows]
-        chunks = []
-        for cols in _batches(k, samples_per_step):
-            eps = rng.standard_normal((len(batch), cols.stop - cols.start, model.latent_dim)).astype(np.float32)
-            chunks.append(log_weights(batch, eps).numpy().astype(np.float64))
-        log_w = np.concatenate(chunks, axis=1)
-        top = log_w.max(axis=1, keepdims=True)  # log-mean-exp, stable
-        out[rows] = -(top[:, 0] + np.log(np.exp(log_w - top).mean(axis=1)))
+    with progress.bar(len(x) * k, f"IWAE bound, K = {k}", "samples") as shown:
+        for rows in _batches(len(x), images_per_step):
+            batch = x[rows]
+            chunks = []
+            for cols in _batches(k, samples_per_step):
+                eps = rng.standard_normal((len(batch), cols.stop - cols.start, model.latent_dim)).astype(np.float32)
+                chunks.append(log_weights(batch, eps).numpy().astype(np.float64))
+                shown.update(len(batch) * (cols.stop - cols.start))
+            log_w = np.concatenate(chunks, axis=1)
+            top = log_w.max(axis=1, keepdims=True)  # log-mean-exp, stable
+            out[rows] = -(top[:, 0] + np.log(np.exp(log_w - top).mean(axis=1)))
     return out
 
 

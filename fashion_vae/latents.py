@@ -17,14 +17,13 @@ def to_frame(z_mean: np.ndarray, z_log_var: np.ndarray, labels: np.ndarray) -> p
     (DVC adds rev, filename, field and step to plot data, so none of those is used.)
     """
     d = z_mean.shape[1]
-    frame = pd.DataFrame({"index": np.arange(len(labels))})
-    for i in range(d):
-        frame[f"z{i}"] = z_mean[:, i]
-    for i in range(d):
-        frame[f"log_var{i}"] = z_log_var[:, i]
-    frame["label"] = labels.astype(int)
-    frame["class_name"] = [CLASS_NAMES[c] for c in labels]
-    return frame
+    # All columns at once: inserting hundreds one by one fragments the frame (pandas warns).
+    columns = {"index": np.arange(len(labels))}
+    columns.update({f"z{i}": z_mean[:, i] for i in range(d)})
+    columns.update({f"log_var{i}": z_log_var[:, i] for i in range(d)})
+    columns["label"] = labels.astype(int)
+    columns["class_name"] = [CLASS_NAMES[c] for c in labels]
+    return pd.DataFrame(columns)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

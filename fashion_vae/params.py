@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
-from fashion_vae import files
+from fashion_vae import files, resources
 from fashion_vae.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
@@ -37,11 +37,22 @@ def quote(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Rule:
-    """How one key is checked: ``check`` returns the value or raises ``ValueError``."""
+    """How one key is checked: ``check`` returns the value or raises ``ValueError``.
+
+    Numeric keys also say their range (``low``/``high``, open or closed, and whether the
+    value is an integer, a list of them or a number), so a test can run every key at the
+    largest and smallest value validation accepts. ``why`` says why the bound is where it is.
+    """
 
     expected: str
     check: Callable[[Any], Any]
     optional: bool = False  # ``null`` allowed
+    kind: str = "other"  # "int", "number", "int_list" for numeric keys
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
 
 
 def _integer(value: Any, low: int | None, high: int | None) -> int:
@@ -62,28 +73,16 @@ def _number(value: Any, low: float | None, high: float | None, low_open: bool, h
     return float(value)
 
 
-def integer(low: int | None = None, high: int | None = None, optional: bool = False, why: str = "") -> Rule:
-    if high is None:
-        expected = f"an integer >= {low}" if low is not None else "an integer"
-    else:
-        expected = f"an integer in [{low}, {high}]"
-    if optional:
-        expected += " or null"
-    if why:
-        expected += f" ({why})"
-    return Rule(expected, lambda v: _integer(v, low, high), optional)
+def integer(low: int, high: int, optional: bool = False, why: str = "") -> Rule:
+    expected = f"an integer in [{low}, {high}]" + (" or null" if optional else "") + (f" ({why})" if why else "")
+    return Rule(expected, lambda v: _integer(v, low, high), optional, "int", low, high, why=why)
 
 
-def number(
-    low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False
-) -> Rule:
-    if low is None:
-        expected = "a number"
-    elif high is None:
-        expected = f"a number {'>' if low_open else '>='} {low}"
-    else:
-        expected = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return Rule(expected, lambda v: _number(v, low, high, low_open, high_open))
+def number(low: float, high: float, low_open: bool = False, high_open: bool = False, why: str = "") -> Rule:
+    expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    expected += f" ({why})" if why else ""
+    return Rule(expected, lambda v: _number(v, low, high, low_open, high_open), kind="number", low=low, high=high,
+                low_open=low_open, high_open=high_open, why=why)
 
 
 def choice(*options: str) -> Rule:
@@ -95,18 +94,18 @@ def choice(*options: str) -> Rule:
     return Rule("one of " + ", ".join(repr(o) for o in options), check)
 
 
-def int_list(low: int, length: int | None = None, min_length: int = 1) -> Rule:
+def int_list(low: int, high: int, length: int | None = None, min_length: int = 1, why: str = "") -> Rule:
     size = f"{length}" if length is not None else f"at least {min_length}"
-    expected = f"a list of {size} integers >= {low}"
+    expected = f"a list of {size} integers in [{low}, {high}]" + (f" ({why})" if why else "")
 
     def check(value: Any) -> list[int]:
         if not isinstance(value, list):
             raise ValueError
         if (length is not None and len(value) != length) or len(value) < min_length:
             raise ValueError
-        return [_integer(v, low, None) for v in value]
+        return [_integer(v, low, high) for v in value]
 
-    return Rule(expected, check)
+    return Rule(expected, check, kind="int_list", low=low, high=high, why=why)
 
 
 def string_list() -> Rule:
@@ -120,56 +119,62 @@ def string_list() -> Rule:
     return Rule("a non-empty list of directory paths or URLs", check)
 
 
+# What numpy, scikit-learn (random_state) and TensorFlow all accept as a seed.
+SEED = integer(0, 2**32 - 1, why="what numpy, scikit-learn and TensorFlow accept as a seed")
+MAX_EPOCHS = 1000  # 3 hours of the default on a 2-core CPU; a longer run is a different project
+
 SCHEMA: dict[str, dict[str, Rule]] = {
     "fetch": {
         "sources": string_list(),
-        "timeout_s": number(0, low_open=True),
+        "timeout_s": number(0, 3600, low_open=True, why="seconds per download; an hour means it has failed"),
     },
     "prepare": {
         "val_size": integer(N_CLASSES, TRAIN_IMAGES - N_CLASSES, why="stratified: one image per class or more"),
-        "seed": integer(0),
+        "seed": SEED,
         "limit_train": integer(2 * N_CLASSES, TRAIN_IMAGES, optional=True, why="two images per class or more"),
         "limit_test": integer(
             2 * N_CLASSES, 10_000, optional=True, why="two per class or more: the silhouette score needs them"
         ),
     },
     "model": {
-        "latent_dim": integer(2, why="the manifold and cluster plots need two latent directions"),
-        "conv_filters": int_list(1, length=2),
+        "latent_dim": integer(2, 512, why="the manifold and cluster plots need two latent directions"),
+        "conv_filters": int_list(1, 4096, length=2),
         "kernel_size": integer(1, 7),
-        "dense_units": integer(1),
-        "decoder_dense_units": integer(0),
-        "beta": number(0),
+        # Widths are bounded again by memory (fashion_vae/resources.py): these bounds only keep
+        # the arithmetic sane.
+        "dense_units": integer(1, 1 << 20),
+        "decoder_dense_units": integer(0, 1 << 20),
+        "beta": number(0, 1000, why="weight of the KL term; beyond 1000 the posterior is the prior"),
         "prior": choice("normal", "mixture", "vamp"),
         "prior_components": integer(1, 1000),
     },
     "train": {
-        "seed": integer(0),
-        "epochs": integer(1),
-        "batch_size": integer(1),
+        "seed": SEED,
+        "epochs": integer(1, MAX_EPOCHS),
+        "batch_size": integer(1, TRAIN_IMAGES),
         "learning_rate": number(0, 1, low_open=True),
         "lr_schedule": choice("constant", "cosine"),
-        "warmup_epochs": integer(0),
+        "warmup_epochs": integer(0, MAX_EPOCHS - 1),
         "objective": choice("elbo", "iwae"),
         "iwae_samples": integer(1, 1000),
         "precision": choice("float32", "mixed_bfloat16", "mixed_float16"),
-        "steps_per_execution": integer(1),
+        "steps_per_execution": integer(1, 10_000, why="steps per call into TensorFlow; capped at an epoch's"),
         "threads": integer(1, 256),
         "distribute": choice("none", "mirrored", "multi_worker"),
         "worker_timeout_s": number(0, 86400, low_open=True),
     },
     "evaluate": {
-        "seed": integer(0),
-        "iwae_samples": integer(1),
-        "batch_size": integer(1),
-        "knn_k": int_list(1, min_length=1),
+        "seed": SEED,
+        "iwae_samples": integer(1, 10_000, why="K of the IWAE bound; 10,000 takes hours on the full test set"),
+        "batch_size": integer(1, 1_000_000),
+        "knn_k": int_list(1, TRAIN_IMAGES, min_length=1),
     },
     "plot": {
-        "seed": integer(0),
+        "seed": SEED,
         "manifold_n": integer(1, 64),
         "manifold_spacing": choice("quantile", "range"),
         "manifold_quantile": number(0, 0.5, low_open=True, high_open=True),
-        "manifold_range": number(0, low_open=True),
+        "manifold_range": number(0, 100, low_open=True, why="a radius in latent standard deviations"),
         "reconstructions_per_class": integer(1, 20),
         "samples_n": integer(1, 400),
         "dpi": integer(20, 600),
@@ -244,6 +249,9 @@ def _check_cross_field(params: dict[str, dict[str, Any]], source: str) -> None:
             f"{source}: evaluate.knn_k = {largest_k} is more than the {train_images} training images "
             "(prepare.limit_train minus prepare.val_size) the k-NN classifier is fitted on"
         )
+    too_big = resources.problems(params)  # memory is part of what a value must satisfy
+    if too_big:
+        raise PipelineError(f"{source}: {too_big}")
 
 
 def parse(text: str, source: str = PARAMS_FILE) -> Any:

@@ -39,7 +39,11 @@ def filtered_stderr() -> Iterator[None]:
     """Capture fd 2 (C++ and Python writes alike); afterwards replay all but the noise."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
+    # An anonymous in-memory file where Linux has one: no temporary directory needed (a stage
+    # without a writable one then says so in its own line instead of a traceback here).
+    opened = (os.fdopen(os.memfd_create("tensorflow-start-up"), "w+b") if hasattr(os, "memfd_create")
+              else tempfile.TemporaryFile(mode="w+b"))
+    with opened as capture:
         os.dup2(capture.fileno(), 2)
         try:
             yield

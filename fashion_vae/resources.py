@@ -30,9 +30,14 @@ from fashion_vae import files
 PIXELS = 28 * 28
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 FLOAT = 4  # bytes
-RUNTIME_BYTES = 900 * files.MiB  # Python, TensorFlow, Keras, dvclive, scikit-learn loaded and running
-ACTIVATION_FACTOR = 3.0  # forward activations kept, their gradients, and the kernels' scratch
-INFERENCE_FACTOR = 2.5  # forward only: each layer's input and output alive at once, plus scratch
+RUNTIME_BYTES = 800 * files.MiB  # Python, TensorFlow, Keras, dvclive, scikit-learn loaded and running
+# Measured peak RSS over these counts (docs/performance.md, "Memory"): training keeps about 1.7x
+# the forward activations, inference about 0.9x a pass's; each weight is held about 14 times
+# while training and saving (weights, gradients, Adam's moments, the file's copies).
+ACTIVATION_FACTOR = 2.0
+INFERENCE_FACTOR = 1.2
+TRAIN_WEIGHT_COPIES = 15
+EVAL_WEIGHT_COPIES = 4
 LIMIT_ENV = "FASHION_VAE_MEMORY_LIMIT"
 SIZE_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -109,8 +114,8 @@ def train_estimate(cfg: dict) -> Estimate:
     return Estimate(
         parts={
             "runtime": RUNTIME_BYTES,
-            # weights, gradients, Adam's two moments; saving holds the zipped file's bytes too
-            "weights": 6 * FLOAT * parameter_count(model),
+            # weights, gradients, Adam's two moments; saving holds the file's bytes several times
+            "weights": TRAIN_WEIGHT_COPIES * FLOAT * parameter_count(model),
             "activations": int(ACTIVATION_FACTOR * FLOAT * step),
             "prior": int(ACTIVATION_FACTOR * FLOAT * prior_floats(model, batch * k)),
             # the split, TensorFlow's copy of it, the shuffle buffer; the validation split twice
@@ -132,11 +137,11 @@ def evaluate_estimate(cfg: dict) -> Estimate:
     # One forward pass holds at most batch_size image x sample pairs (fewer when the split is smaller).
     pairs = min(batch, max(1, batch // k) * k, test_images * k)
     images = min(batch, test_images)
-    step = images * encoder_floats(model) + pairs * (decoder_floats(model) + PIXELS) + images * 3 * decoder_floats(model)
+    step = max(images * (encoder_floats(model) + decoder_floats(model)), pairs * (decoder_floats(model) + PIXELS))
     return Estimate(
         parts={
             "runtime": RUNTIME_BYTES,
-            "weights": 3 * FLOAT * parameter_count(model),  # the model and its saved optimizer state
+            "weights": EVAL_WEIGHT_COPIES * FLOAT * parameter_count(model),  # the model, Adam's saved state
             "activations": int(INFERENCE_FACTOR * FLOAT * (step + prior_floats(model, pairs))),
             "images": FLOAT * PIXELS * (train_images + test_images),
         },

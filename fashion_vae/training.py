@@ -8,6 +8,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -202,6 +203,16 @@ def train(
     return vae, summary
 
 
+def check_precision(precision: str) -> None:
+    """``mixed_float16`` is for GPUs: a CPU without AVX-512 emulates float16, slower than float32,
+    and TensorFlow says so on stderr at the first step. Refuse it there, before training."""
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        raise PipelineError(
+            "train.precision = 'mixed_float16' needs a GPU and this machine has none (TensorFlow would emulate "
+            "float16 on the CPU, slower than float32); use float32, or mixed_bfloat16 on CPUs with AVX512-BF16/AMX"
+        )
+
+
 def split_summary(summary: dict) -> tuple[dict, dict]:
     """(headline, details) of a training summary: each number goes to exactly one file.
 
@@ -254,6 +265,24 @@ def _normalised_keras_bytes(model: keras.Model) -> bytes:
     return buffer.getvalue()
 
 
+def _odd_member_name(path: Path) -> str | None:
+    """What is wrong with the archive's member names, if anything: a .keras file holds a few
+    plain relative names, each once (zipfile would skip or overwrite the others, with a warning)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts or "\\" in name or ":" in name:
+            return f"archive member {name[:60]!r} has an unsafe name"
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return f"archive member {duplicates[0][:60]!r} appears {names.count(duplicates[0])} times"
+    return None
+
+
 def load_model(path: str | Path, expected_model_params: dict | None = None) -> VAE:
     """Load a saved VAE (Keras safe mode); check it matches the ``model`` params."""
     path = files.require_regular_file(path, files.MODEL_MAX_BYTES, "run the train stage (dvc repro train)")
@@ -262,8 +291,14 @@ def load_model(path: str | Path, expected_model_params: dict | None = None) -> V
             f"{path}: not a loadable Keras model (not a complete .keras zip archive: truncated or "
             "corrupted); restore it with dvc checkout or re-run the train stage (dvc repro train)"
         )
+    odd = _odd_member_name(path)
+    if odd:
+        raise PipelineError(f"{path}: not a loadable Keras model ({odd}); restore it with dvc checkout or re-run "
+                            "the train stage (dvc repro train)")
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # zipfile's and Keras' complaints about the file
+            model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt or foreign files
         reason = " ".join(str(err).split())[:200]
         raise PipelineError(f"{path}: not a loadable Keras model ({type(err).__name__}: {reason})") from None

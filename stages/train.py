@@ -20,6 +20,7 @@ LIVE_STAGING = Path("metrics/.training.partial")
 @stage_main
 def main() -> None:
     cfg = params.load()
+    training.check_precision(cfg["train"]["precision"])
     x_train, _ = prepared.load_split("data/prepared/train.npz")
     x_val, _ = prepared.load_split("data/prepared/val.npz")
     # Checks TF_CONFIG against train.distribute; only the chief (worker 0) of a

@@ -62,7 +62,9 @@ def test_sources_are_tried_in_order(good_dir, tmp_path, capsys):
     corrupt(broken / "train-images-idx3-ubyte.gz")
     missing = tmp_path / "missing"
     dataset.fetch_all([str(missing), str(broken), str(good_dir)], tmp_path / "raw", timeout_s=5)
-    log = capsys.readouterr().err
+    captured = capsys.readouterr()
+    log = captured.out
+    assert captured.err == ""  # stderr is for a failure's one line only
     # train images: missing, then broken, then good; the others come from `broken`.
     assert log.index(f"skipped {missing}/train-images-idx3-ubyte.gz: missing") < log.index(
         f"skipped {broken}/train-images-idx3-ubyte.gz: SHA-256"
@@ -85,7 +87,7 @@ def test_url_source_after_missing_directory(http_server, tmp_path, capsys):
     out = tmp_path / "raw"
     dataset.fetch_all([str(tmp_path / "nowhere"), http_server + "/"], out, timeout_s=5)
     assert len(list(out.iterdir())) == 4
-    assert f"{http_server}/t10k-images-idx3-ubyte.gz verified" in capsys.readouterr().err
+    assert f"{http_server}/t10k-images-idx3-ubyte.gz verified" in capsys.readouterr().out
 
 
 def test_unreachable_url_is_reported(tmp_path):

@@ -23,12 +23,12 @@ def with_value(section, key, value):
 
 
 BAD_VALUES = [
-    ("model", "latent_dim", 0, r"model\.latent_dim = 0 is invalid; expected an integer >= 2 \(the manifold"),
-    ("model", "latent_dim", 1, r"model\.latent_dim = 1 is invalid; expected an integer >= 2 \(the manifold and "
+    ("model", "latent_dim", 0, r"model\.latent_dim = 0 is invalid; expected an integer in \[2, 512\] \(the manifold"),
+    ("model", "latent_dim", 1, r"model\.latent_dim = 1 is invalid; expected an integer in \[2, 512\] \(the manifold and "
      r"cluster plots need two latent directions\)$"),
     ("model", "latent_dim", 2.5, r"model\.latent_dim = 2\.5 is invalid"),
     ("model", "latent_dim", True, r"model\.latent_dim = True is invalid"),
-    ("model", "beta", -0.1, r"model\.beta = -0\.1 is invalid; expected a number >= 0"),
+    ("model", "beta", -0.1, r"model\.beta = -0\.1 is invalid; expected a number in \[0, 1000\] \(weight of the KL term"),
     ("model", "conv_filters", [32], r"model\.conv_filters = \[32\] is invalid; expected a list of 2 integers"),
     ("model", "conv_filters", [32, -1], r"model\.conv_filters = \[32, -1\] is invalid"),
     ("model", "kernel_size", 0, r"model\.kernel_size = 0 is invalid; expected an integer in \[1, 7\]"),
@@ -74,7 +74,7 @@ def test_unknown_and_missing_keys():
         params.validate(raw)
     raw = copy.deepcopy(DEFAULTS)
     del raw["model"]["beta"]
-    with pytest.raises(PipelineError, match=r"missing key model\.beta \(expected a number >= 0\)"):
+    with pytest.raises(PipelineError, match=r"missing key model\.beta \(expected a number in \[0, 1000\] \(weight of the KL term"):
         params.validate(raw)
     raw = copy.deepcopy(DEFAULTS)
     raw["extra"] = {}
