@@ -60,6 +60,10 @@ def serve() -> None:
                 sys.stdout, sys.stderr = os.fdopen(1, "w", buffering=1), os.fdopen(2, "w", buffering=1)
                 for kind, value in request.get("rlimits", {}).items():
                     resource.setrlimit(getattr(resource, kind), (value, value))
+                if request.get("tempdir"):  # the temporary directory Python chose, as if TMPDIR had been it
+                    import tempfile
+
+                    tempfile.tempdir = request["tempdir"]
                 modules[request["stage"]].main()
                 code = 0
             except SystemExit as done:
@@ -117,11 +121,11 @@ class StageServer:
         self.count = 0
 
     def run(self, stage: str, cwd: Path, env: dict[str, str], timeout: float = 300,
-            rlimits: dict[str, int] | None = None) -> StageRun:
+            rlimits: dict[str, int] | None = None, tempdir: str | None = None) -> StageRun:
         self.count += 1
         out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
         request = {"stage": stage, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
-                   "timeout": timeout, "rlimits": rlimits or {}}
+                   "timeout": timeout, "rlimits": rlimits or {}, "tempdir": tempdir}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         reply = json.loads(self.proc.stdout.readline())

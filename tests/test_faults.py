@@ -156,9 +156,9 @@ def ws(workspace):
 # -- running and checking ------------------------------------------------------------------
 
 
-def stage(ws: Workspace, name: str, timeout: float = 300):
+def stage(ws: Workspace, name: str, timeout: float = 300, tempdir: str | None = None):
     """The stage's ``main()`` as ``python -m stages.NAME`` calls it, in a child of the stage server."""
-    return ws.server.run(name, ws.root, project_env(), timeout=timeout)
+    return ws.server.run(name, ws.root, project_env(), timeout=timeout, tempdir=tempdir)
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -202,6 +202,7 @@ class Case:
     command: str | None  # the stage run (`python -m stages.NAME`, or the one `dvc repro` fails in)
     fault: Fault
     expect: str  # regex the one error line must match
+    tempdir: str | None = None  # the temporary directory the stage is given (None: the usual one)
 
 
 def set_params(values: dict) -> Fault:
@@ -424,6 +425,18 @@ def lambda_layer_model(ws: Workspace):
     return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x * 2.0)])
 
 
+def odd_member_names(ws: Workspace) -> Path:
+    """The pristine model with a member named ``../evil.txt`` added (zipfile warns and skips it)."""
+    import zipfile
+
+    path = ws.scratch / "odd.keras"
+    with zipfile.ZipFile(io.BytesIO(ws.pristine[MODEL])) as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        dst.writestr("../evil.txt", b"not part of a Keras model")
+    return path
+
+
 def latent_text(ws: Workspace) -> None:
     rel = "data/latent/test_latent.csv"
     lines = ws.pristine[rel].decode().splitlines()
@@ -573,6 +586,39 @@ STAGE_CASES = [
     # The latent CSV the plot stage reads.
     Case("latents-not-numeric", "plot", latent_text,
          r"^error: data/latent/test_latent\.csv: column z0 data row 5 is 'abc'; expected a finite number$"),
+    # Issue 19: values the old validation let through, which then failed with a traceback, a kernel
+    # OOM kill or noise before the stage's line.
+    Case("params-dense-units-1e8", "train", set_param("model.dense_units", 100_000_000),
+         PRE + r"model\.dense_units = 100000000 is invalid; expected an integer in \[1, 1048576\]$"),
+    Case("params-decoder-dense-units-1e8", "train", set_param("model.decoder_dense_units", 100_000_000),
+         PRE + r"model\.decoder_dense_units = 100000000 is invalid; expected an integer in \[0, 1048576\]$"),
+    Case("params-train-seed-2-64", "train", set_param("train.seed", 2**64),
+         PRE + r"train\.seed = 18446744073709551616 is invalid; expected an integer in \[0, 4294967295\] \(what "
+         r"numpy, scikit-learn and TensorFlow accept as a seed\)$"),
+    Case("params-prepare-seed-2-70", "prepare", set_param("prepare.seed", 2**70),
+         PRE + r"prepare\.seed = 1180591620717411303424 is invalid; expected an integer in \[0, 4294967295\]"),
+    Case("params-vamp-1000-iwae-1000", "train",
+         set_params({"model.prior": "vamp", "model.prior_components": 1000, "train.objective": "iwae",
+                     "train.iwae_samples": 1000, "train.batch_size": 128}),  # the defaults' batch, as reported
+         PRE + r"train\.batch_size = 128, train\.iwae_samples = 1000, model\.conv_filters = \[16, 32\] need about "
+         r"[0-9.]+ GiB in the train stage \(activations [0-9.]+ GiB\); this (machine has|container may use) "
+         r"[0-9.]+ GiB; lower train\.batch_size$"),
+    Case("params-iwae-1000-batch-4096", "train",
+         set_params({"train.objective": "iwae", "train.iwae_samples": 1000, "train.batch_size": 4096}),
+         PRE + r"train\.batch_size = 4096, train\.iwae_samples = 1000, model\.conv_filters = \[16, 32\] need about "
+         r"[0-9.]+ GiB in the train stage"),
+    Case("params-evaluate-iwae-1e7", "evaluate", set_param("evaluate.iwae_samples", 10_000_000),
+         PRE + r"evaluate\.iwae_samples = 10000000 is invalid; expected an integer in \[1, 10000\]"),
+    Case("params-huge-beta", "train", set_param("model.beta", 1e39),
+         PRE + r"model\.beta = 1e\+39 is invalid; expected a number in \[0, 1000\]"),
+    Case("mixed-float16-without-a-gpu", "train", set_param("train.precision", "mixed_float16"),
+         r"^error: train\.precision = 'mixed_float16' needs a GPU and this machine has none"),
+    Case("model-odd-member-name", "encode", lambda ws: ws.write(MODEL, odd_member_names(ws).read_bytes()),
+         r"^error: models/vae\.keras: not a loadable Keras model \(archive member '\.\./evil\.txt' has an unsafe "
+         r"name\); restore it with dvc checkout"),
+    Case("no-writable-temporary-directory", "evaluate", lambda ws: None,
+         r"^error: no writable temporary directory \(/\S+: .+\); TensorFlow and the model's save need one: set "
+         r"TMPDIR to a writable directory$", tempdir="/proc/no-such-directory"),
     # Training divergence: the largest allowed learning rate, constant, on batches of 8
     # drives the loss to NaN within the first epoch (seeded, so on every run).
     Case("train-diverges-nan-loss", "train",
@@ -584,12 +630,14 @@ STAGE_CASES = [
 
 @pytest.mark.parametrize("case", STAGE_CASES, ids=[c.id for c in STAGE_CASES])
 def test_stage_fault(ws, case):
-    """`python -m stages.X` on one fault: exit 1, one clear line, every output unchanged."""
+    """`python -m stages.X` on one fault: exit 1, one clear line and nothing else on stderr, every
+    output unchanged."""
     case.fault(ws)
     before = ws.snapshot()
-    result = stage(ws, case.command)
-    assert_clear_failure(result, case.expect)
+    result = stage(ws, case.command, tempdir=case.tempdir)
+    line = assert_clear_failure(result, case.expect)
     assert result.returncode == 1
+    assert result.stderr.splitlines() == [line], f"stderr holds more than the one line\n{output(result)}"
     assert_unchanged(ws, before)
 
 
@@ -919,3 +967,47 @@ def test_not_a_fault_case_latent_csv_values_are_checked(tmp_path):
     good.iloc[:0].to_csv(tmp_path / "z.csv", index=False)
     with pytest.raises(PipelineError, match="holds no rows"):
         latents.read_csv(tmp_path / "z.csv")
+
+
+def test_not_a_fault_case_encode_of_a_wide_latent_space_prints_nothing_on_stderr(ws):
+    """latent_dim 512: 1,027 CSV columns, built at once (pandas warned of a fragmented frame when
+    they were inserted one by one)."""
+    set_param("model.latent_dim", 512)(ws)
+    model_file(vae(latent_dim=512))(ws)
+    result = stage(ws, "encode")
+    assert result.returncode == 0, output(result)
+    assert result.stderr == "", output(result)
+    header = (ws.root / "data/latent/test_latent.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == 2 * 512 + 3 and header[-3:] == ["log_var511", "label", "class_name"]
+
+
+def test_not_a_fault_case_evaluate_shows_its_progress_on_a_terminal_and_nothing_in_a_log(ws):
+    """A large K takes minutes: on a terminal the IWAE pass shows how far it is; in a file, nothing."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    set_param("evaluate.iwae_samples", 64)(ws)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
+    proc = subprocess.Popen([sys.executable, "-m", "stages.evaluate"], cwd=ws.root, env=project_env(),
+                            stdin=subprocess.DEVNULL, stdout=terminal, stderr=subprocess.PIPE)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the stage has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    text = shown.decode(errors="replace")
+    assert re.search(r"IWAE bound, K = 64: +\d+%", text), text[-2000:]
+    assert re.search(r"encode: +\d+%", text), text[-2000:]
+    assert proc.stderr.read() == b""
+    logged = stage(ws, "evaluate")  # stdout to a file, as under DVC or CI
+    assert logged.returncode == 0 and "IWAE bound" not in logged.stdout and "%" not in logged.stdout, output(logged)
