@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import sys
 import urllib.request
 import zlib
 from dataclasses import dataclass

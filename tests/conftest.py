@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.stage_server import HANDOVER
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent  # the venv running pytest holds dvc too
 
@@ -23,7 +25,14 @@ SMALL_PARAMS = {
 }
 
 
-def project_env() -> dict[str, str]:
+def project_env(handover: bool = True) -> dict[str, str]:
+    """The environment of the project's commands: the venv on PATH, fixed git identity, no analytics.
+
+    With ``handover``, stages that these commands start (``dvc repro`` and the like) run in the
+    session's stage server (tests/stage_server.py) instead of importing TensorFlow each time;
+    tests of the command line itself (start-up noise, runtime options, signals, multi-worker)
+    pass ``handover=False``.
+    """
     env = dict(os.environ)
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
     env.update(
@@ -32,6 +41,9 @@ def project_env() -> dict[str, str]:
         DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="2",
     )
     env.pop("PYTHONPATH", None)
+    env.pop("FASHION_VAE_STAGE_SERVER", None)
+    if handover:
+        env.update(HANDOVER)  # in tests/stage_server.py: pytest may load this file twice, as two modules
     return env
 
 
@@ -143,21 +155,51 @@ def stages_run(result: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def small_pipeline(tmp_path_factory) -> Path:
-    """A project copy on the small real subset, after a full `dvc repro`."""
-    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
-    dvc(project, "repro")
+def small_pipeline(tmp_path_factory, worker_id) -> Path:
+    """A project copy on the small real subset, after a full `dvc repro`.
+
+    Built once per run: under pytest-xdist the first worker to need it builds it and the
+    others wait for it (a file lock). Every test copies it before changing anything.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    project, done = shared / "small-pipeline" / "project", shared / "small-pipeline.done"
+    with FileLock(str(shared / "small-pipeline.lock")):
+        if not done.exists():
+            if project.exists():  # a build that failed halfway
+                shutil.rmtree(project.parent)
+            make_project(project)
+            built = dvc(project, "repro")
+            (shared / "small-pipeline.repro.out").write_text(built.stdout)  # what the build printed
+            done.touch()
     return project
 
 
-@pytest.fixture(scope="session")
-def stage_server(tmp_path_factory):
+def copy_of(project: Path, dest: Path) -> Path:
+    """A copy of a project (DVC's locks and indexes in .dvc/tmp stay behind)."""
+    shutil.copytree(project, dest, symlinks=True, ignore=lambda d, names: ["tmp"] if Path(d).name == ".dvc" else [])
+    return dest
+
+
+def pytest_collection_modifyitems(session, config, items):
+    session.config._vae_runs_stages = any(item.get_closest_marker("e2e") for item in items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stage_server(request, tmp_path_factory):
     """Runs ``stages.NAME``'s ``main()`` in children forked from one process that imported them
-    (tests/stage_server.py): each run skips TensorFlow's 6 s start-up."""
+    (tests/stage_server.py): each run skips TensorFlow's 6 s start-up. Started when the session
+    has end-to-end tests; stages that DVC starts hand themselves over to it (``HANDOVER``)."""
+    if not getattr(request.config, "_vae_runs_stages", True):
+        yield None
+        return
     from tests.stage_server import StageServer
 
-    server = StageServer(project_env(), tmp_path_factory.mktemp("stage-server"))
+    server = StageServer(project_env(handover=False), tmp_path_factory.mktemp("stage-server"))
+    HANDOVER.update(server.env({}))
     yield server
+    HANDOVER.clear()
     server.close()
 
 

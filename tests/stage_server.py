@@ -1,18 +1,26 @@
 """Stage runs without TensorFlow's start-up each time: a server that imports the stages once, then forks.
 
 ``python -m stages.NAME`` spends about 6 s of CPU importing TensorFlow, Keras and
-scikit-learn before the stage does anything; a fault case then takes a fraction of a
-second. The server imports every stage module once (TensorFlow loaded, its runtime not
-started: no op has run, so the thread settings are still free), then for each request
-forks a child that changes to the project, takes the request's environment, sends its
-stdout and stderr to files and calls the stage's ``main()``, exactly what
-``python -m stages.NAME`` calls. The child's exit status, output and peak memory come
-back; the parent never runs TensorFlow, so every child starts from the same clean state.
+scikit-learn before the stage does anything, and the suite runs hundreds of stages on tiny
+data. The server imports every stage module once (TensorFlow loaded, its runtime not
+started: no op has run, so the thread settings are still free) and forks a child per run:
+the child takes the run's working directory, environment and standard streams and calls
+the stage's ``main()``, exactly what ``python -m stages.NAME`` calls. The parent never runs
+TensorFlow, so every child starts from the same clean state.
 
-The command line itself (``python -m stages.NAME`` and ``dvc repro``) is run for real by
-the end-to-end tests and by tests/test_runtime.py.
+Runs come two ways:
 
-Protocol: one JSON request per line on stdin, one JSON reply per line on stdout.
+- from the test process (``StageServer.run``): one JSON request per line on stdin, one JSON
+  reply per line on stdout, with the child's output in files, its exit status, time and
+  peak memory;
+- from ``python -m stages.NAME`` itself, when ``FASHION_VAE_STAGE_SERVER`` names this
+  server's socket (fashion_vae/stage_handover.py): the stages that ``dvc repro``, ``dvc exp
+  run`` and DVC's queue start. Their standard streams come over the socket; signals they
+  get are forwarded; a client that dies takes its child with it.
+
+The command line itself (``python -m stages.NAME`` as a fresh interpreter, TensorFlow's
+quiet import) is run for real by the tests that leave the variable unset (the noise and
+runtime tests, the signal and multi-worker tests).
 """
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ import importlib
 import json
 import os
 import resource
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,66 +38,158 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("fetch", "prepare", "train", "evaluate", "encode", "plot")
+# FASHION_VAE_STAGE_SERVER, while the session's server runs (conftest.py's stage_server fixture):
+# project_env() adds it to the commands the tests start.
+HANDOVER: dict[str, str] = {}
 
 
-def serve() -> None:
-    import stages  # noqa: F401  (sets TensorFlow's CPU options before anything loads it)
+def _run_child(module, cwd: str, env: dict, streams: dict[int, int], rlimits: dict, tempdir: str | None) -> None:
+    """In the forked child: become ``python -m stages.NAME`` in ``cwd``, then exit with its status."""
+    code = 1
+    try:
+        os.setsid()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        for fd, source in streams.items():
+            os.dup2(source, fd)
+        sys.stdin = os.fdopen(0, "r")
+        sys.stdout, sys.stderr = os.fdopen(1, "w", buffering=1), os.fdopen(2, "w", buffering=1)
+        for kind, value in rlimits.items():
+            resource.setrlimit(getattr(resource, kind), (value, value))
+        if tempdir:  # the temporary directory Python chose, as if TMPDIR had been it
+            import tempfile
 
-    modules = {name: importlib.import_module(f"stages.{name}") for name in STAGES}
-    reply = sys.stdout
-    sys.stdout = sys.stderr  # nothing else may write to the reply channel
-    print(json.dumps({"ready": True}), file=reply, flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        out, err = request["stdout"], request["stderr"]
-        started = time.monotonic()
+            tempfile.tempdir = tempdir
+        sys.argv = [module.__file__]
+        module.main()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+class Server:
+    def __init__(self, socket_path: str):
+        import stages  # noqa: F401  (sets TensorFlow's CPU options before anything loads it)
+
+        self.modules = {f"stages.{name}": importlib.import_module(f"stages.{name}") for name in STAGES}
+        self.reply = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)  # nothing else may write to the reply channel
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(socket_path)
+        self.listener.listen(64)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(0, selectors.EVENT_READ, "requests")
+        self.selector.register(self.listener, selectors.EVENT_READ, "clients")
+        self.children: dict[int, dict] = {}
+        self.pending = b""
+
+    def fork(self, module: str, cwd: str, env: dict, streams: dict[int, int], rlimits=None, tempdir=None) -> int:
         pid = os.fork()
-        if pid == 0:  # the child: becomes `python -m stages.NAME` run in the request's project
-            code = 1
-            try:
-                os.setsid()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.chdir(request["cwd"])
-                devnull = os.open(os.devnull, os.O_RDONLY)  # never the request pipe
-                os.dup2(devnull, 0)
-                os.close(devnull)
-                os.environ.clear()
-                os.environ.update(request["env"])
-                for fd, path in ((1, out), (2, err)):
-                    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    os.dup2(handle, fd)
-                    os.close(handle)
-                sys.stdout, sys.stderr = os.fdopen(1, "w", buffering=1), os.fdopen(2, "w", buffering=1)
-                for kind, value in request.get("rlimits", {}).items():
-                    resource.setrlimit(getattr(resource, kind), (value, value))
-                if request.get("tempdir"):  # the temporary directory Python chose, as if TMPDIR had been it
-                    import tempfile
+        if pid == 0:
+            self.listener.close()
+            for child in self.children.values():
+                if child["client"] is not None:
+                    child["client"].close()
+            _run_child(self.modules[module], cwd, env, streams, rlimits or {}, tempdir)
+        return pid
 
-                    tempfile.tempdir = request["tempdir"]
-                modules[request["stage"]].main()
-                code = 0
-            except SystemExit as done:
-                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        deadline = started + request["timeout"]
-        while True:
+    def from_test(self, request: dict) -> None:
+        """A run the test process asked for: output to files, reply on stdout."""
+        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        started = time.monotonic()
+        pid = self.fork(f"stages.{request['stage']}", request["cwd"], request["env"], {0: devnull, 1: out, 2: err},
+                        request.get("rlimits"), request.get("tempdir"))
+        for fd in (out, err, devnull):
+            os.close(fd)
+        self.children[pid] = {"started": started, "deadline": started + request["timeout"], "client": None}
+
+    def from_client(self) -> None:
+        """A ``python -m stages.NAME`` handing itself over: its streams came with the request."""
+        client, _ = self.listener.accept()
+        message, fds, _, _ = socket.recv_fds(client, 1 << 20, 3)
+        while not message.endswith(b"\n"):
+            message += client.recv(1 << 20)
+        request = json.loads(message)
+        started = time.monotonic()
+        pid = self.fork(request["module"], request["cwd"], request["env"], dict(zip((0, 1, 2), fds)))
+        for fd in fds:
+            os.close(fd)
+        self.children[pid] = {"started": started, "deadline": None, "client": client}
+        self.selector.register(client, selectors.EVENT_READ, pid)
+
+    def from_client_connection(self, client: socket.socket, pid: int) -> None:
+        """Signals the client forwards; or its end: it was killed, so its child goes too."""
+        data = client.recv(4096)
+        if not data:
+            self.selector.unregister(client)
+            self._kill(pid)
+            return
+        for line in data.decode().split():
+            self._kill(pid, int(line))
+
+    def _kill(self, pid: int, signum: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        for pid, child in list(self.children.items()):
+            if child["deadline"] is not None and now > child["deadline"]:
+                self._kill(pid)
             waited, status, usage = os.wait4(pid, os.WNOHANG)
-            if waited:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(pid, signal.SIGKILL)
-                waited, status, usage = os.wait4(pid, 0)
-                break
-            time.sleep(0.02)
-        print(json.dumps({
-            "returncode": os.waitstatus_to_exitcode(status),
-            "timed_out": time.monotonic() > deadline,
-            "seconds": round(time.monotonic() - started, 3),
-            "max_rss_bytes": usage.ru_maxrss * 1024,
-        }), file=reply, flush=True)
+            if not waited:
+                continue
+            del self.children[pid]
+            client = child["client"]
+            if client is None:
+                print(json.dumps({
+                    "returncode": os.waitstatus_to_exitcode(status),
+                    "timed_out": now > child["deadline"],
+                    "seconds": round(now - child["started"], 3),
+                    "max_rss_bytes": usage.ru_maxrss * 1024,
+                }), file=self.reply, flush=True)
+                continue
+            try:
+                client.sendall(json.dumps({"status": status}).encode() + b"\n")
+            except OSError:
+                pass  # the client is gone
+            if client.fileno() >= 0:
+                try:
+                    self.selector.unregister(client)
+                except (KeyError, ValueError):
+                    pass
+                client.close()
+
+    def serve(self) -> None:
+        print(json.dumps({"ready": True}), file=self.reply, flush=True)
+        while True:
+            for key, _ in self.selector.select(timeout=0.02):
+                if key.data == "requests":
+                    chunk = os.read(0, 1 << 20)
+                    if not chunk:
+                        return
+                    self.pending += chunk
+                    while b"\n" in self.pending:
+                        line, self.pending = self.pending.split(b"\n", 1)
+                        self.from_test(json.loads(line))
+                elif key.data == "clients":
+                    self.from_client()
+                else:
+                    self.from_client_connection(key.fileobj, key.data)
+            self.reap()
 
 
 @dataclass
@@ -109,16 +211,24 @@ class StageServer:
     def __init__(self, env: dict[str, str], scratch: Path):
         self.scratch = scratch
         scratch.mkdir(parents=True, exist_ok=True)
+        # A short path: a Unix socket's name is limited to about 100 bytes.
+        self.socket_path = f"/tmp/vae-stages-{os.getpid()}-{id(self)}.sock"
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.stage_server"], cwd=root, env={**env, "PYTHONPATH": str(root)},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(scratch / "server.log", "w"), text=True,
-            bufsize=1,
+            [sys.executable, "-m", "tests.stage_server", self.socket_path], cwd=root,
+            env={**env, "PYTHONPATH": str(root)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(scratch / "server.log", "w"), text=True, bufsize=1,
         )
         ready = self.proc.stdout.readline()
         if not ready:
             raise RuntimeError(f"stage server did not start:\n{(scratch / 'server.log').read_text()[-3000:]}")
         self.count = 0
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        """``base`` with this server named: stages that DVC starts hand themselves over to it."""
+        from fashion_vae.stage_handover import ENV_VAR
+
+        return {**base, ENV_VAR: self.socket_path}
 
     def run(self, stage: str, cwd: Path, env: dict[str, str], timeout: float = 300,
             rlimits: dict[str, int] | None = None, tempdir: str | None = None) -> StageRun:
@@ -139,7 +249,8 @@ class StageServer:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+        Path(self.socket_path).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
-    serve()
+    Server(sys.argv[1]).serve()

@@ -280,6 +280,11 @@ def find_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of the system Chromium; session-scoped so a skip comes before the pipeline runs."""
+    return chromium_or_skip()
+
+
+def chromium_or_skip() -> str:
+    """The system Chromium, or a skip (a failure with REQUIRE_BROWSER=1) saying why there is none."""
     path = find_chromium()
     if path is None:
         explicit = os.environ.get("CHROMIUM_PATH")

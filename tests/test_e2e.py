@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import (
-    BIN_DIR, dvc, finish_queue, make_project, project_env, run, stages_run, update_params,
+    BIN_DIR, copy_of, dvc, finish_queue, project_env, run, stages_run, update_params,
 )
 
 pytestmark = pytest.mark.e2e
@@ -56,13 +57,14 @@ def git_commit(project: Path, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return make_project(tmp_path_factory.mktemp("e2e") / "project")
+def project(small_pipeline, tmp_path_factory) -> Path:
+    """The session's small pipeline, built by a first `dvc repro` from nothing; this module's own copy."""
+    return copy_of(small_pipeline, tmp_path_factory.mktemp("e2e") / "project")
 
 
-def test_repro_runs_all_six_stages(project):
-    result = dvc(project, "repro")
-    assert stages_run(result) == ALL_STAGES
+def test_repro_runs_all_six_stages(project, small_pipeline):
+    built = (small_pipeline.parent.parent / "small-pipeline.repro.out").read_text()  # what that `dvc repro` printed
+    assert stages_run(subprocess.CompletedProcess([], 0, built, "")) == ALL_STAGES
     for name in OUTPUTS:
         assert (project / name).is_file(), name
     assert "up to date" in dvc(project, "status").stdout
@@ -100,7 +102,7 @@ TF_NOISE = re.compile(r"^[IWEF]\d{4} [\d:. ]+\s*\d+ \w+\.cc:\d+\]|absl::Initiali
 def test_stages_print_no_tensorflow_start_up_noise(project, tmp_path):
     """Each TensorFlow stage, run as a user runs it (no TF_CPP_MIN_LOG_LEVEL of their own):
     only its own lines reach the terminal."""
-    env = project_env()
+    env = project_env(handover=False)  # the real `python -m stages.NAME`: TensorFlow's own import
     env.pop("TF_CPP_MIN_LOG_LEVEL")
     # train by hand rewrites its timings in metrics/: it runs in a copy, so DVC's view below holds.
     copy = tmp_path / "copy"

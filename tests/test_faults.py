@@ -651,8 +651,8 @@ DVC_CASES = [
          r"^error: no source served a verified train-images-idx3-ubyte\.gz "
          r"\(tried: .*not a complete gzip file"),
     # Checked by the train stage once it sees the data.
-    Case("dvc-batch-size-larger-than-data", "train", set_param("train.batch_size", 100_000),
-         rf"^error: train\.batch_size = 100000 is larger than the {TRAIN_IMAGES} training images$"),
+    Case("dvc-batch-size-larger-than-data", "train", set_param("train.batch_size", 5000),
+         rf"^error: train\.batch_size = 5000 is larger than the {TRAIN_IMAGES} training images$"),
 ]
 
 
@@ -691,7 +691,7 @@ def as_from_a_terminal() -> None:
 
 
 def start(ws: Workspace, cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**project_env(), "PYTHONUNBUFFERED": "1"}
+    env = {**project_env(handover=False), "PYTHONUNBUFFERED": "1"}  # signals reach the real stage process
     with log.open("w") as handle:
         return subprocess.Popen(
             cmd, cwd=ws.root, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
@@ -850,23 +850,11 @@ def test_second_train_stage_is_refused_and_ctrl_c_stops_the_first(ws):
     assert_unchanged(ws, before)
 
 
-def run_train_limited(ws: Workspace, preexec: Callable[[], None]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stages.train"], cwd=ws.root, env=project_env(), capture_output=True, text=True,
-        timeout=300, preexec_fn=preexec,
-    )
-
-
 def test_train_with_a_file_size_limit_fails_before_training(ws):
-    """`ulimit -f` (a full disk's stand-in): one line at the start of training, not a traceback after it."""
-    import resource
-
-    def limit_file_size() -> None:
-        limit = 1 << 20  # 1 MiB: reading works, the model (several MB) cannot be written
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
+    """`ulimit -f` of 1 MiB (a full disk's stand-in: reading works, the model of several MB cannot be
+    written): one line at the start of training, not a traceback after it."""
     before = ws.snapshot()
-    result = run_train_limited(ws, limit_file_size)
+    result = ws.server.run("train", ws.root, project_env(), rlimits={"RLIMIT_FSIZE": 1 << 20})
     assert_clear_failure(result, r"^error: /\S+/: cannot write a \d+\.\d MB file \(File too large\); free disk space "
                                  r"or fix the permissions before training$")
     assert "Epoch 2/" not in result.stdout, "the check came after training"

@@ -24,13 +24,14 @@ import pytest
 import yaml
 
 from fashion_vae import cluster as local_cluster
+from tests.stage_server import HANDOVER
 from tests.conftest import BIN_DIR, SMALL_PARAMS, dvc, make_project, project_env, run, update_params
 
 pytestmark = pytest.mark.e2e
 
 # Generous: five agents share this machine's two cores, and a worker must not be declared
 # lost while the other is merely slow to start or to trace its first step.
-TIMEOUT_S = 30
+TIMEOUT_S = 20
 MULTI_WORKER_PARAMS = copy.deepcopy(SMALL_PARAMS)
 MULTI_WORKER_PARAMS["train"].update(distribute="multi_worker", worker_timeout_s=TIMEOUT_S, threads=1)
 # 301 validation images: the last batch of 45 cannot be split evenly over 2 workers (one is left out).
@@ -110,6 +111,15 @@ class Worker:
 
 def addresses(count: int = 2) -> list[str]:
     return [f"127.0.0.1:{port}" for port in local_cluster.free_ports(count)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def real_stage_processes():
+    """Every stage here is a real process: TensorFlow's gRPC runtime is not for forked children."""
+    saved = dict(HANDOVER)
+    HANDOVER.clear()
+    yield
+    HANDOVER.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +289,7 @@ def test_killed_worker_stops_the_chief_with_one_line(project, long_run):
     assert seconds < 2 * TIMEOUT_S + 30
     assert re.match(
         r"error: multi-worker training stopped on worker 0 of 2 \(127\.0\.0\.1:\d+\): worker 1 "
-        r"\(127\.0\.0\.1:\d+\) stopped or stopped responding \(train\.worker_timeout_s = 30 s\); "
+        r"\(127\.0\.0\.1:\d+\) stopped or stopped responding \(train\.worker_timeout_s = 20 s\); "
         r"\w+Error; nothing was written, start all workers again$",
         chief.error_lines()[-1],
     ), chief.error_lines()

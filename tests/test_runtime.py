@@ -15,7 +15,7 @@ PROBE = (
 
 @pytest.mark.parametrize("setting, expected", [(None, "True"), ("0", "False")])
 def test_stages_turn_on_onednn_before_tensorflow_loads(setting, expected):
-    env = project_env()
+    env = project_env(handover=False)
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if setting is not None:  # a user's own choice wins
         env["TF_ENABLE_ONEDNN_OPTS"] = setting

@@ -132,7 +132,8 @@ class Driver:
                 f"search.yaml: its space, seeds or fixed values differ from those study {self.space.name!r} "
                 "began with; give study.name a new name to start another study"
             )
-        started = {"workspace": self.me, "machine": machine_description(), "command": " ".join(sys.argv),
+        command = " ".join(safe_url(arg) if "://" in arg else arg for arg in sys.argv)  # never a password
+        started = {"workspace": self.me, "machine": machine_description(), "command": command,
                    "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         study.set_user_attr("drivers", [*study.user_attrs.get("drivers", []), started])
         return study
@@ -221,11 +222,12 @@ class Driver:
         """Tell Optuna about every trial whose experiments are all done; keep the workers going."""
         states = self.queue.status()
         waiting = [n for f in self.in_flight for s, n in f.names.items() if s not in f.results]
-        if any(n not in states for n in waiting):  # its queue record is gone: finished, or lost
+        if any(n not in states for n in waiting):  # its queue record is gone (removed): finished?
             done = self.queue.experiments()
             for flight in self.in_flight:
-                self.queue_missing(flight, states, done)
-            states = self.queue.status()
+                flight.results.update({s: done[n] for s, n in flight.names.items() if n in done})
+            # Not queued again here: a task DVC has just queued may not show yet, and a name queued
+            # twice loses a result. A driver started again queues what is really missing (adopt).
         if any(states.get(n) == exps.QUEUED for n in waiting) and not any(
                 states.get(n) == exps.RUNNING for n in states):
             self.queue.start_workers(self.jobs)  # workers leave once the queue is empty

@@ -24,6 +24,7 @@ QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
 DONE = (SUCCESS, FAILED)
 METRICS_FILE = "metrics/eval.json"
 COMMAND_TIMEOUT_S = 600
+READ_ATTEMPTS = 3
 
 
 def dvc_command() -> str:
@@ -73,12 +74,19 @@ class Queue:
         self.env = {**(env or os.environ), "DVC_NO_ANALYTICS": "1"}
         self.dvc = dvc_command()
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        with interrupts_deferred():
-            result = subprocess.run(
-                [self.dvc, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-                stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_S, start_new_session=True,
-            )
+    def run(self, *args: str, check: bool = True, attempts: int = 1) -> subprocess.CompletedProcess:
+        """One ``dvc`` command; a read-only one may be tried again (``attempts``): DVC's queue status
+        reads files its workers are writing and now and then fails on a half-written one."""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(1)
+            with interrupts_deferred():
+                result = subprocess.run(
+                    [self.dvc, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                    stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_S, start_new_session=True,
+                )
+            if result.returncode == 0:
+                break
         if check and result.returncode != 0:
             raise PipelineError(f"dvc {' '.join(args[:3])}: {last_error_line(result.stderr + result.stdout)}")
         return result
@@ -108,7 +116,7 @@ class Queue:
     def status(self) -> dict[str, str]:
         """Name -> Queued / Running / Success / Failed, from ``dvc queue status``."""
         states = {}
-        for line in self.run("queue", "status").stdout.splitlines():
+        for line in self.run("queue", "status", attempts=READ_ATTEMPTS).stdout.splitlines():
             fields = line.split()
             if len(fields) >= 4 and fields[-1] in (QUEUED, RUNNING, SUCCESS, FAILED):
                 states[fields[1]] = fields[-1]
@@ -127,7 +135,7 @@ class Queue:
         failed experiments are left out (a failed one shows its baseline's stale metrics).
         """
         # -A: every commit's experiments, so a study's trials stay readable after a commit.
-        shown = json.loads(self.run("exp", "show", "--json", "-A").stdout or "[]")
+        shown = json.loads(self.run("exp", "show", "--json", "-A", attempts=READ_ATTEMPTS).stdout or "[]")
         found = {}
         for commit in shown:
             for exp in commit.get("experiments") or []:

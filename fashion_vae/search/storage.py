@@ -9,6 +9,7 @@ the password.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -62,9 +63,13 @@ def open_storage(url: str):
     else:
         connect_args = {}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True}
-        )
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True})
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Two drivers creating a new database's tables at the same moment: one loses the race
+            # on a unique constraint; by now the other has made them.
+            time.sleep(1)
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True})
     except sqlalchemy.exc.ArgumentError:
         raise PipelineError(
             f"{where}: not a database URL; expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
