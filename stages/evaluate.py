@@ -1,5 +1,5 @@
 """evaluate: held-out test metrics of the trained VAE -> metrics/eval.json (+ details)."""
-from fashion_vae import atomic, evaluation, params, prepared, training
+from fashion_vae import atomic, params, prepared
 from fashion_vae.errors import stage_main
 
 METRICS_PATH = "metrics/eval.json"  # headline: -log p(x) bounds, KL, k-NN accuracy
@@ -10,10 +10,13 @@ DETAILS_PATH = "metrics/eval_details.json"  # reconstruction, silhouette, per cl
 def main() -> None:
     cfg = params.load()
     eval_params = cfg["evaluate"]
-    training.configure_runtime(eval_params["seed"], cfg["train"]["threads"])
-    model = training.load_model("models/vae.keras", cfg["model"])
     train = prepared.load_split("data/prepared/train.npz")
     test = prepared.load_split("data/prepared/test.npz")
+    # TensorFlow loads only now (6 s): a bad params.yaml or data file stops at once.
+    from fashion_vae import evaluation, training
+
+    training.configure_runtime(eval_params["seed"], cfg["train"]["threads"])
+    model = training.load_model("models/vae.keras", cfg["model"])
     metrics = evaluation.evaluate(model, train, test, eval_params)
     headline, details = evaluation.split_metrics(metrics)
     atomic.write_json(METRICS_PATH, headline)

@@ -3,9 +3,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_vae import latents, params, plotting, prepared, training
+from fashion_vae import latents, params, prepared
 from fashion_vae.errors import stage_main
-from fashion_vae.evaluation import decode, encode
 
 OUT_DIR = Path("plots")
 TEST_NPZ = "data/prepared/test.npz"
@@ -15,9 +14,13 @@ TEST_NPZ = "data/prepared/test.npz"
 def main() -> None:
     cfg = params.load()
     plot = cfg["plot"]
+    x_test, y_test = prepared.load_split(TEST_NPZ)
+    # TensorFlow loads only now (6 s): a bad params.yaml or data file stops at once.
+    from fashion_vae import plotting, training
+    from fashion_vae.evaluation import decode, encode
+
     training.configure_runtime(plot["seed"], cfg["train"]["threads"])
     model = training.load_model("models/vae.keras", cfg["model"])
-    x_test, y_test = prepared.load_split(TEST_NPZ)
     # The CSV must be this model's encoding of this test split: same latent_dim, same rows.
     frame = latents.read_csv("data/latent/test_latent.csv", model.latent_dim, y_test, TEST_NPZ)
 

@@ -1,11 +1,7 @@
 """train: fit the VAE on data/prepared, log with dvclive, save models/vae.keras."""
 from pathlib import Path
 
-from fashion_vae import quiet_tensorflow  # noqa: F401  (before dvclive's Keras callback loads TensorFlow)
-from dvclive import Live  # noqa: E402
-from dvclive.keras import DVCLiveCallback
-
-from fashion_vae import atomic, distributed, params, prepared, training
+from fashion_vae import atomic, distributed, params, prepared
 from fashion_vae.errors import stage_main
 
 MODEL_PATH = Path("models/vae.keras")
@@ -20,14 +16,20 @@ LIVE_STAGING = Path("metrics/.training.partial")
 @stage_main
 def main() -> None:
     cfg = params.load()
-    training.check_precision(cfg["train"]["precision"])
     x_train, _ = prepared.load_split("data/prepared/train.npz")
     x_val, _ = prepared.load_split("data/prepared/val.npz")
     # Checks TF_CONFIG against train.distribute; only the chief (worker 0) of a
     # multi-worker run, or a run on one machine, takes the lock and writes.
-    if not distributed.is_chief(cfg["train"]["distribute"]):
+    chief = distributed.is_chief(cfg["train"]["distribute"])
+    # TensorFlow loads only now (6 s): a bad params.yaml, data file or TF_CONFIG stops at once.
+    from fashion_vae import training  # first: TensorFlow without its start-up lines, before dvclive's callback
+
+    training.check_precision(cfg["train"]["precision"])
+    if not chief:
         train_share(cfg, x_train, x_val)
         return
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
 
     # One writer at a time: a second train stage in this workspace (outside DVC's own
     # lock) stops at once instead of interleaving its curves and model with ours.
@@ -58,6 +60,8 @@ def main() -> None:
 
 def train_share(cfg: dict, x_train, x_val) -> None:
     """A multi-worker run's other workers train their share of every batch and write nothing."""
+    from fashion_vae import training
+
     _, summary = training.train(cfg["model"], cfg["train"], x_train, x_val, verbose=0)
     print(f"train: worker done, {summary['epochs']} epochs; the chief (worker 0) writes the outputs")
 

@@ -81,6 +81,9 @@ class Server:
         import stages  # noqa: F401  (sets TensorFlow's CPU options before anything loads it)
 
         self.modules = {f"stages.{name}": importlib.import_module(f"stages.{name}") for name in STAGES}
+        # What the stages import once their cheap checks pass: TensorFlow (quietly, first), Keras, dvclive.
+        for name in ("fashion_vae.training", "fashion_vae.evaluation", "fashion_vae.plotting", "dvclive.keras"):
+            importlib.import_module(name)
         self.reply = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # nothing else may write to the reply channel
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -64,6 +64,24 @@ def test_importing_the_benchmark_leaves_tensorflow_unloaded():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_plain_examples_child_loads_tensorflow_quietly_and_under_its_defaults(tmp_path):
+    """The benchmark's child that runs the keras.io example under TensorFlow's defaults (its own
+    process, no project settings) imports TensorFlow as the stages do: no start-up lines."""
+    data = tmp_path / "data" / "prepared"
+    data.mkdir(parents=True)
+    np.savez(data / "train.npz", x=np.zeros((64, 28, 28, 1), np.float32), y=np.zeros(64, np.uint8))
+    env = {**project_env(handover=False), "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user runs it
+    code = ("import pathlib, sys; from benchmarks import runners; "
+            "runners.ROOT = pathlib.Path(sys.argv[1]); runners.plain_worker(64, 1)")  # its data from tmp_path
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, env=env, input="",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "", out.stderr  # TensorFlow printed lines like "oneDNN custom operations are on" here
+    info = json.loads(out.stdout.split("READY ", 1)[1].splitlines()[0])
+    assert info["op_determinism"] is False and info["intra_op_threads"] == 0  # TensorFlow's defaults, not ours
+
+
 @pytest.mark.parametrize("decoder_dense_units", [0, 32])
 def test_profile_times_every_weighted_layer(decoder_dense_units):
     from benchmarks.profile_step import layer_chain

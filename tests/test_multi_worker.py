@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from fashion_vae import cluster as local_cluster
-from tests.stage_server import HANDOVER
 from tests.conftest import BIN_DIR, SMALL_PARAMS, dvc, make_project, project_env, run, update_params
 
 pytestmark = pytest.mark.e2e
@@ -111,15 +110,6 @@ class Worker:
 
 def addresses(count: int = 2) -> list[str]:
     return [f"127.0.0.1:{port}" for port in local_cluster.free_ports(count)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def real_stage_processes():
-    """Every stage here is a real process: TensorFlow's gRPC runtime is not for forked children."""
-    saved = dict(HANDOVER)
-    HANDOVER.clear()
-    yield
-    HANDOVER.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +231,12 @@ def test_workers_with_different_params_stop_before_training(project, tmp_path):
         f"error: multi-worker training stopped on worker 0 of 2 ({cluster[0]}): train.learning_rate is "
         f"{ours!r} here but 0.001 on worker 1 ({cluster[1]}); every worker needs the same params.yaml and data/prepared"
     ]
-    assert worker.error_lines()[-1].startswith(
-        f"error: multi-worker training stopped on worker 1 of 2 ({cluster[1]}): train.learning_rate is 0.001 here"
-    )
+    # Worker 1 names the difference too, unless the chief has already gone when it looks.
+    assert re.match(
+        rf"error: multi-worker training stopped on worker 1 of 2 \({re.escape(cluster[1])}\): (train\.learning_rate is "
+        rf"0\.001 here|worker 0 \({re.escape(cluster[0])}\) stopped or stopped responding)", worker.error_lines()[-1]
+    ), worker.error_lines()
+    assert len(worker.error_lines()) == 1
     assert not any("Epoch" in line for line in chief.lines)
     assert snapshot(project, OUTPUTS) == before
 
