@@ -38,6 +38,9 @@ import yaml
 from fashion_vae.dataset import CLASS_NAMES
 from tests.conftest import BIN_DIR, REPO_ROOT, SMALL_PARAMS, dvc, run, update_params
 
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = pytest.mark.xdist_group("browser")
+
 ARTIFACTS = REPO_ROOT / "artifacts"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ARGS = [

@@ -21,7 +21,8 @@ from tests.conftest import (
     BIN_DIR, copy_of, dvc, finish_queue, project_env, run, stages_run, update_params,
 )
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 ALL_STAGES = ["fetch", "prepare", "train", "evaluate", "encode", "plot"]
 OUTPUTS = [

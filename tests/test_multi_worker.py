@@ -26,7 +26,8 @@ import yaml
 from fashion_vae import cluster as local_cluster
 from tests.conftest import BIN_DIR, SMALL_PARAMS, dvc, make_project, project_env, run, update_params
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("multi_worker")]
 
 # Generous: five agents share this machine's two cores, and a worker must not be declared
 # lost while the other is merely slow to start or to trace its first step.

@@ -23,7 +23,8 @@ import pytest
 from tests.conftest import BIN_DIR, project_env, run, stages_run, update_params
 from tests.s3_server import FlakyEndpoint, S3Remote, free_port, running_s3_remote
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("s3_remote")]
 
 PREFIX = "fashion-vae"  # the remote is s3://<bucket>/fashion-vae
 CACHED_OUTPUTS = [

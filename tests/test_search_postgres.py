@@ -24,7 +24,8 @@ from tests.test_search import (
     TINY_SEARCH, commit, one_error, queue_tasks, search, search_cmd, shown_experiments, wait_until, write_search,
 )
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("search_postgres")]
 
 SHARED_SEARCH = {**TINY_SEARCH, "study": {**TINY_SEARCH["study"], "name": "shared", "trials": 3, "seeds": [1],
                                           "startup_trials": 2}}

@@ -21,7 +21,8 @@ import yaml
 from tests.conftest import BIN_DIR, finish_queue, project_env, run, stages_run
 from tests.s3_server import S3Remote, running_s3_remote
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs the whole module, in order: its tests build on each other's state.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("sweep_across_machines")]
 
 # Each machine's share of the sweep: experiment name -> train.learning_rate (1 epoch each).
 MACHINE_A = {"lr-1e-3": 0.001}
