@@ -12,10 +12,11 @@ setup:
 repro: setup
 	dvc repro
 
-# The whole suite, browser tests included: set-up also installs Debian's chromium where apt
-# exists (`make test WITH_BROWSER=0` leaves it out; the browser tests then skip and say so).
+# The whole suite, browser and PostgreSQL tests included: set-up also installs Debian's chromium and
+# postgresql where apt exists (`make test WITH_BROWSER=0 WITH_POSTGRES=0` leaves them out; those
+# tests then skip and say so).
 test:
-	@WITH_BROWSER=$(or $(WITH_BROWSER),1) bash scripts/setup.sh
+	@WITH_BROWSER=$(or $(WITH_BROWSER),1) WITH_POSTGRES=$(or $(WITH_POSTGRES),1) bash scripts/setup.sh
 	python -m pytest
 
 test-fast: setup

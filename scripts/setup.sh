@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian's Fashion-MNIST package (where apt exists), Debian's chromium when
-# WITH_BROWSER=1 (`make test` sets it), a virtual environment with the pinned packages, and the
-# offline plots page template.
+# Idempotent set-up: Debian's Fashion-MNIST package (where apt exists), Debian's chromium and
+# postgresql when WITH_BROWSER=1 and WITH_POSTGRES=1 (`make test` sets both), a virtual environment
+# with the pinned packages, and the offline plots page template.
 # Re-running it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +48,27 @@ if [ "${WITH_BROWSER:-0}" = 1 ] && ! have_chromium; then
     fi
     echo "setup: WARNING: could not install chromium (needs apt and root or sudo); the browser tests" \
          "will be SKIPPED. Install it (apt-get install chromium) or set CHROMIUM_PATH to a Chromium." >&2
+  fi
+fi
+
+have_postgres() {  # the server binaries tests/pg_server.py looks for (Debian's postgresql package)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || [ -x "${POSTGRES_BIN:-/nonexistent}/initdb" ]
+}
+
+# WITH_POSTGRES=1 (`make test` sets it): a PostgreSQL server for the shared-study test, which starts its
+# own on 127.0.0.1 in a scratch directory. Debian's package would also create and start a cluster of
+# its own on port 5432: told not to, so nothing runs that a test did not start.
+if [ "${WITH_POSTGRES:-0}" = 1 ] && ! have_postgres; then
+  echo "setup: installing Debian's postgresql for the shared-study test"
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    as_root mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null || true
+  fi
+  if ! { apt_install postgresql && have_postgres; }; then
+    if [ "${REQUIRE_POSTGRES:-0}" = 1 ]; then
+      echo "setup: error: REQUIRE_POSTGRES=1 but postgresql could not be installed (apt-get install postgresql, as root)" >&2
+      exit 1
+    fi
+    echo "setup: WARNING: could not install postgresql; tests/test_search_postgres.py will be SKIPPED" >&2
   fi
 fi
 

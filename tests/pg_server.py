@@ -16,7 +16,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-BIN = Path(os.environ.get("POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+def server_bin() -> Path:
+    """POSTGRES_BIN, else the newest Debian server (/usr/lib/postgresql/VERSION/bin)."""
+    if os.environ.get("POSTGRES_BIN"):
+        return Path(os.environ["POSTGRES_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = server_bin()
 HOST = "127.0.0.1"
 USER, PASSWORD, DATABASE = "vae", "study-secret", "study"
 
