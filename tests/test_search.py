@@ -193,8 +193,20 @@ def study(project: Path, storage: str | None = None):
     return quiet_optuna().load_study(study_name="tiny", storage=open_storage(url))
 
 
-def shown_experiments(project: Path) -> dict[str, dict]:
-    """name -> (params, metrics, rev) as `dvc exp show --json` gives them."""
+def shown_experiments(project: Path, expect: set[str] = frozenset()) -> dict[str, dict]:
+    """name -> (params, metrics, rev) as `dvc exp show --json` gives them.
+
+    Just after a queue worker exits, `exp show` can briefly list no experiments: with ``expect``
+    (names known to exist), it looks again for a few seconds before answering what it sees."""
+    for _ in range(10):
+        found = _shown_once(project)
+        if expect <= set(found):
+            break
+        time.sleep(1)
+    return found
+
+
+def _shown_once(project: Path) -> dict[str, dict]:
     found = {}
     for commit_entry in json.loads(dvc(project, "exp", "show", "--json", "-A").stdout):
         for exp in commit_entry.get("experiments") or []:
@@ -205,6 +217,15 @@ def shown_experiments(project: Path) -> dict[str, dict]:
                     "metrics": (data.get("metrics") or {}).get("metrics/eval.json", {}).get("data"),
                     "state": (exp.get("executor") or {}).get("state")}
     return found
+
+
+def completed_experiments(project: Path) -> set[str]:
+    """The experiment names of the study's completed trials, as the study database records them."""
+    try:
+        trials = study(project).get_trials()
+    except Exception:  # no study yet
+        return set()
+    return {name for t in trials if t.state.name == "COMPLETE" for name in t.user_attrs["experiments"].values()}
 
 
 def queue_tasks(project: Path) -> list[tuple[str, str]]:
@@ -256,7 +277,7 @@ def test_study_runs_through_dvcs_queue_and_stores_the_medians_of_the_experiments
     assert [t.state.name for t in trials] == ["COMPLETE"]
     (trial,) = trials
     assert trial.user_attrs["default"], "the first trial is params.yaml's own values"
-    shown = shown_experiments(project)
+    shown = shown_experiments(project, expect={"tiny-t000-s1", "tiny-t000-s2"})
     assert set(shown) == {"tiny-t000-s1", "tiny-t000-s2"}
     assert_trial_matches_its_experiments(trial, shown, TINY_SEARCH)
     assert all(state == "Success" for _, state in queue_tasks(project))
@@ -264,7 +285,7 @@ def test_study_runs_through_dvcs_queue_and_stores_the_medians_of_the_experiments
     # The same command again: the study is complete, nothing is queued or trained.
     again = search(project, "run", "--poll", "3", check=True)
     assert "trial" not in again.stdout.split("search: study")[0], again.stdout
-    assert len(queue_tasks(project)) == 2 and set(shown_experiments(project)) == set(shown)
+    assert len(queue_tasks(project)) == 2 and set(shown_experiments(project, expect=set(shown))) == set(shown)
 
 
 @pytest.mark.e2e
@@ -316,7 +337,7 @@ def free_port() -> int:
 @pytest.mark.e2e
 def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_path):
     log = tmp_path / "driver.log"
-    before = shown_experiments(project)
+    before = shown_experiments(project, expect=completed_experiments(project))
     driver = start_driver(project, log, "--trials", "2")
     try:
         wait_until(lambda: "search: trial 1:" in log.read_text(), "trial 1 asked", driver, log)
@@ -338,11 +359,13 @@ def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_
     assert trials[0].state.name == "COMPLETE" and trials[1].state.name == "FAIL"
     assert trials[1].user_attrs["interrupted"]
     assert not [t for t in queue_tasks(project) if t[1] in ("Queued", "Running")]
-    after = {n: e["rev"] for n, e in shown_experiments(project).items() if e["state"] in (None, "success")}
+    completed = completed_experiments(project)  # trial 0's, whether this driver or an earlier one ran it
+    after = {n: e["rev"] for n, e in shown_experiments(project, expect=completed).items()
+             if e["state"] in (None, "success")}
     assert all(after.get(name) == exp["rev"] for name, exp in before.items()), "a finished experiment was lost"
     # The running experiment was stopped, unless it ended in the moment before the kill; the queued one never ran.
     finished_anyway = [name for name in after if name.startswith("tiny-t001")]
-    assert "tiny-t001-s2" not in finished_anyway and set(after) == set(before) | set(finished_anyway)
+    assert "tiny-t001-s2" not in finished_anyway and set(after) == completed | set(finished_anyway)
     errors = [line for line in text.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: interrupted (Ctrl-C); kept 1 completed trials and their 2 experiments in sqlite:///search/study.db; "
@@ -362,13 +385,13 @@ def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experimen
     finally:
         if driver.poll() is None:
             driver.kill()
-    first = shown_experiments(project)["tiny-t002-s1"]["rev"]
+    first = shown_experiments(project, expect={"tiny-t002-s1"})["tiny-t002-s1"]["rev"]
     assert study(project).get_trials()[2].state.name == "RUNNING"
     resumed = search(project, "run", "--poll", "3", "--trials", "2", check=True)
     # Adopted: its first experiment is read, not trained again (the second may have ended meanwhile too).
     assert re.search(r"search: resuming trial 2 \([12] of 2 experiments already finished\)", resumed.stdout), \
         resumed.stdout
-    shown = shown_experiments(project)
+    shown = shown_experiments(project, expect=completed_experiments(project))
     assert shown["tiny-t002-s1"]["rev"] == first, "the finished experiment was trained again"
     assert [name for name, _ in queue_tasks(project)].count("tiny-t002-s1") == 1
     trials = study(project).get_trials()
@@ -387,6 +410,10 @@ def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experimen
     for number in record["front"]:
         assert f"`tiny-t{number:03d}-s1`, `tiny-t{number:03d}-s2`" in table
     assert record["params_yaml_trials"] == [0]
+    rows = [line.split(" | ") for line in (out / "trials.md").read_text().splitlines()[2:]]
+    assert [row[0].strip("| ") for row in rows] == ["0", "", "1", "", "2", ""], "a row per seed of every trial"
+    assert rows[2][1].startswith("fail") and rows[2][-1].rstrip(" |") == "interrupted (Ctrl-C)"
+    assert rows[0][-2] == f"{shown['tiny-t000-s1']['metrics']['iwae_nll']:.2f}"
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -164,7 +164,9 @@ class Driver:
                 if t.user_attrs.get(WORKSPACE) == self.me]
         if not mine:
             return
-        states, done = self.queue.status(), self.queue.experiments()
+        states = self.queue.status()
+        theirs = [n for t in mine for n in t.user_attrs[EXPERIMENTS].values()]
+        done = self.queue.experiments(expect=[n for n in theirs if states.get(n) == exps.SUCCESS])
         for frozen in mine:
             trial = optuna_trial(study, frozen)
             names = {int(seed): name for seed, name in frozen.user_attrs[EXPERIMENTS].items()}
@@ -235,7 +237,8 @@ class Driver:
                  if all(seed in f.results or states.get(name) in exps.DONE for seed, name in f.names.items())]
         if not ready:
             return
-        done = self.queue.experiments()
+        succeeded = [n for f in ready for s, n in f.names.items() if s not in f.results and states.get(n) == exps.SUCCESS]
+        done = self.queue.experiments(expect=succeeded)
         for flight in ready:
             for seed, name in flight.names.items():
                 if seed in flight.results:

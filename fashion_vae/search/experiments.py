@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from fashion_vae.errors import PipelineError
 
@@ -25,6 +25,7 @@ DONE = (SUCCESS, FAILED)
 METRICS_FILE = "metrics/eval.json"
 COMMAND_TIMEOUT_S = 600
 READ_ATTEMPTS = 3
+SHOW_ATTEMPTS, SHOW_RETRY_S = 6, 2.0  # a succeeded experiment not yet in `exp show`: look again
 
 
 def dvc_command() -> str:
@@ -128,12 +129,23 @@ class Queue:
 
     # -- finished experiments ----------------------------------------------------------------
 
-    def experiments(self) -> dict[str, dict]:
+    def experiments(self, expect: Iterable[str] = ()) -> dict[str, dict]:
         """Every experiment that DVC has finished: name -> rev, params, metrics.
 
         Read with ``dvc exp show --json``, which keeps params' types. Queued, running and
         failed experiments are left out (a failed one shows its baseline's stale metrics).
+        Just after a queue worker exits, ``exp show`` can briefly list none of them: names in
+        ``expect`` (those the queue says succeeded) are looked for again for a few seconds.
         """
+        expect = set(expect)
+        for _ in range(SHOW_ATTEMPTS):
+            found = self._shown()
+            if expect <= set(found):
+                break
+            time.sleep(SHOW_RETRY_S)
+        return found
+
+    def _shown(self) -> dict[str, dict]:
         # -A: every commit's experiments, so a study's trials stay readable after a commit.
         shown = json.loads(self.run("exp", "show", "--json", "-A", attempts=READ_ATTEMPTS).stdout or "[]")
         found = {}

@@ -4,7 +4,8 @@ Read from Optuna's storage alone (no DVC needed), so any machine sharing the dat
 write it: ``study.json`` (every trial's params, seeds, per-seed metrics, experiment names,
 state and error), ``front.png`` (every completed trial at its median over seeds, the range
 over seeds as error bars, the front highlighted, params.yaml's current values marked) and
-``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``).
+``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``) and
+``trials.md`` (every trial, a row per seed, failures with their error line).
 """
 from __future__ import annotations
 
@@ -98,6 +99,25 @@ def front_table(front: list[dict], space: SearchSpace, defaults: list[int]) -> s
             f"fixed for every trial: {', '.join(f'{k}={_cell(v)}' for k, v in space.fixed.items()) or 'nothing'}.\n")
 
 
+def trials_table(records: list[dict], space: SearchSpace, front: list[dict]) -> str:
+    """Every trial, one row per seed: what it tried, what each seed gave, or why it failed."""
+    keys = [d.key for d in space.dimensions]
+    on_front = {r["number"] for r in front}
+    header = ["trial", "state", *keys, "seed", "experiment", "iwae_nll", "5-NN (or the error)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in records:
+        state = r["state"] + (", front" if r["number"] in on_front else "") + (", params.yaml" if r["default"] else "")
+        first = [str(r["number"]), state, *(_cell(r["params"][k]) for k in keys)]
+        seeds = r["experiments"] or {"": ""}
+        for i, (seed, name) in enumerate(seeds.items()):
+            got = r["per_seed"].get(seed, {})
+            cells = (first if i == 0 else [""] * len(first)) + [
+                seed, f"`{name}`" if name else "", f"{got['iwae_nll']:.2f}" if "iwae_nll" in got else "",
+                f"{got['knn5']:.4f}" if "knn5" in got else (r.get("error", "") if i == 0 else "")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(decode_choice(value))
 
@@ -144,7 +164,7 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
 
 
 def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
-    """Write study.json, front.png and front.md under ``out``; return the record."""
+    """Write study.json, front.png, front.md and trials.md under ``out``; return the record."""
     study = load_study(storage, space.name)
     records = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(records)
@@ -166,6 +186,7 @@ def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "study.json", json.dumps(record, indent=2) + "\n")
     atomic.write_text(out / "front.md", front_table(front, space, defaults))
+    atomic.write_text(out / "trials.md", trials_table(records, space, front))
     fig = figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed trials, "
                                             f"median and range over {len(space.seeds)} seeds")
     import io
