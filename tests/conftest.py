@@ -80,8 +80,10 @@ def start_queue_workers(project: Path, jobs: int, env: dict | None = None) -> No
     assert result.returncode == 0, log.read_text()
 
 
-def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 3) -> str:
+def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 5) -> str:
     """Poll ``dvc queue status`` until nothing is queued or running; the last status.
+
+    Each look starts DVC (about a second of CPU, taken from the experiments it waits for).
 
     On time-out, fails with the status and the workers' own logs, which say where they stuck.
     """

@@ -28,6 +28,7 @@ from tests.conftest import BIN_DIR, REPO_ROOT, dvc, project_env, run
 # One xdist worker runs the whole module, in order: its tests build on each other's state.
 pytestmark = pytest.mark.xdist_group("search")
 
+POLL = "5"  # the driver's poll: each a `dvc queue status`, a second of CPU
 SEEDS = [1, 2]
 # Tiny trials: one epoch, scored on K = 4, each experiment runs up to evaluate.
 TINY_SEARCH = {
@@ -238,19 +239,28 @@ def queue_tasks(project: Path) -> list[tuple[str, str]]:
 def start_driver(project: Path, log: Path, *args: str) -> subprocess.Popen:
     env = {**project_env(), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
-        return subprocess.Popen(search_cmd("run", "--poll", "3", *args), cwd=project, env=env, stdout=out,
+        return subprocess.Popen(search_cmd("run", "--poll", POLL, *args), cwd=project, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def wait_until(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def wait_until(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300,
+               every: float = 1) -> None:
+    """Poll ``condition`` every ``every`` seconds: 4 or more where it runs a ``dvc`` command (a
+    second of CPU each, taken from the trial it waits for); 1 where it reads a file or a git ref."""
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
             pytest.fail(f"the driver exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(2)  # each look may be a `dvc queue status`: a second of CPU
+        time.sleep(every)
+
+
+def experiment_refs(project: Path) -> set[str]:
+    """Names of the experiments DVC has committed (its refs/exps), read with git alone: no DVC start-up."""
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
+    return {ref.rsplit("/", 1)[-1] for ref in refs}
 
 
 def assert_trial_matches_its_experiments(trial, shown: dict, spec: dict) -> None:
@@ -271,7 +281,7 @@ def assert_trial_matches_its_experiments(trial, shown: dict, spec: dict) -> None
 
 @pytest.mark.e2e
 def test_study_runs_through_dvcs_queue_and_stores_the_medians_of_the_experiments(project):
-    result = search(project, "run", "--poll", "3", check=True)
+    result = search(project, "run", "--poll", POLL, check=True)
     assert "search: trial 0:" in result.stdout and "search: trial 0 done:" in result.stdout, result.stdout
     trials = study(project).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"]
@@ -283,7 +293,7 @@ def test_study_runs_through_dvcs_queue_and_stores_the_medians_of_the_experiments
     assert all(state == "Success" for _, state in queue_tasks(project))
 
     # The same command again: the study is complete, nothing is queued or trained.
-    again = search(project, "run", "--poll", "3", check=True)
+    again = search(project, "run", "--poll", POLL, check=True)
     assert "trial" not in again.stdout.split("search: study")[0], again.stdout
     assert len(queue_tasks(project)) == 2 and set(shown_experiments(project, expect=set(shown))) == set(shown)
 
@@ -346,7 +356,7 @@ def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_
         assert one_error(second) == ("error: search/: another search driver is already running in this "
                                      "workspace; wait for it to finish")
         wait_until(lambda: any(name.startswith("tiny-t001") and state == "Running"
-                               for name, state in queue_tasks(project)), "trial 1 running", driver, log)
+                               for name, state in queue_tasks(project)), "trial 1 running", driver, log, every=4)
         driver.send_signal(signal.SIGINT)
         code = driver.wait(timeout=120)
     finally:
@@ -378,8 +388,7 @@ def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experimen
     log = tmp_path / "killed.log"
     driver = start_driver(project, log, "--trials", "2")  # trial 1 was interrupted: one more to finish
     try:
-        wait_until(lambda: ("tiny-t002-s1", "Success") in queue_tasks(project), "trial 2's first experiment",
-                   driver, log)
+        wait_until(lambda: "tiny-t002-s1" in experiment_refs(project), "trial 2's first experiment", driver, log)
         os.kill(driver.pid, signal.SIGKILL)  # the driver only: DVC's worker goes on with the second
         driver.wait(timeout=60)
     finally:
@@ -387,7 +396,7 @@ def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experimen
             driver.kill()
     first = shown_experiments(project, expect={"tiny-t002-s1"})["tiny-t002-s1"]["rev"]
     assert study(project).get_trials()[2].state.name == "RUNNING"
-    resumed = search(project, "run", "--poll", "3", "--trials", "2", check=True)
+    resumed = search(project, "run", "--poll", POLL, "--trials", "2", check=True)
     # Adopted: its first experiment is read, not trained again (the second may have ended meanwhile too).
     assert re.search(r"search: resuming trial 2 \([12] of 2 experiments already finished\)", resumed.stdout), \
         resumed.stdout

@@ -82,7 +82,7 @@ def shared(postgres, origin) -> dict[str, Path]:
     """Machines A and B run their drivers at the same time on the one study."""
     machines = {name: machine(origin, name) for name in ("machine-a", "machine-b")}
     env = project_env()
-    procs = {name: subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--push", "origin", "--poll", "3"),
+    procs = {name: subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--push", "origin", "--poll", "5"),
                                     cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, path in machines.items()}
     for name, proc in procs.items():
@@ -143,12 +143,12 @@ def test_the_database_stopping_mid_study_stops_the_driver_with_one_line_and_a_la
     before = len(study_trials(postgres.url()))
     log = tmp_path / "driver.log"
     with log.open("w") as handle:
-        driver = subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--poll", "3", "--trials",
+        driver = subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--poll", "5", "--trials",
                                              str(before + 1)), cwd=project, env=project_env(), stdout=handle,
                                   stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: any(state == "Running" for _, state in queue_tasks(project)), "a running experiment",
-                   driver, log)
+                   driver, log, every=4)
         postgres.stop()
         code = driver.wait(timeout=120)
     finally:
@@ -165,7 +165,7 @@ def test_the_database_stopping_mid_study_stops_the_driver_with_one_line_and_a_la
     (name,) = [n for n, state in queue_tasks(project) if state in ("Running", "Success", "Queued")
                and n not in {e for t in study_trials(postgres.url())[:before] for e in t.user_attrs["experiments"].values()}]
     # The experiment goes on in DVC's queue; the next run adopts its trial and reads it when done.
-    resumed = search(project, "run", "--storage", postgres.url(), "--poll", "3", "--trials", str(before + 1), check=True)
+    resumed = search(project, "run", "--storage", postgres.url(), "--poll", "5", "--trials", str(before + 1), check=True)
     assert "search: resuming trial" in resumed.stdout, resumed.stdout
     trials = study_trials(postgres.url())
     assert len(trials) == before + 1 and trials[-1].state.name == "COMPLETE"

@@ -6,7 +6,7 @@
 ``run`` asks Optuna for trials (minimise test iwae_nll, maximise 5-NN accuracy), queues each
 as one DVC experiment per seed, runs them with DVC's queue workers and tells Optuna the
 median over seeds; running it again resumes the study. ``report`` writes the Pareto front
-(``front.png``, ``front.md``) and every trial's record (``study.json``). The space and the
+(``front.png``, ``front.md``) and every trial's record (``study.json``, ``trials.md``). The space and the
 study's settings are in search.yaml; the study lives in ``--storage`` (default: a SQLite
 file in search/; ``postgresql+psycopg://...`` for a study shared by several machines).
 """
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         record = report.write(open_storage(args.storage), args.storage, space, args.out)
         print(f"search: study {space.name!r}: {record['counts']['complete']} completed, "
               f"{record['counts']['fail']} failed, {record['counts']['running']} running trials; front "
-              f"{', '.join(map(str, record['front'])) or 'empty'}; wrote {args.out}/study.json, front.md, front.png")
+              f"{', '.join(map(str, record['front'])) or 'empty'}; wrote {args.out}/study.json, trials.md, front.md, front.png")
         return 0
     except PipelineError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
