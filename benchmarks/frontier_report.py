@@ -230,3 +230,40 @@ def previous_report(path: Path, settings: dict) -> dict:
             f"error: {path}: made with other settings ({', '.join(differ)}); append needs the same"
         )
     return earlier
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The frontier as Markdown: each configuration's budgets, median [min, max] over seeds."""
+    lines = ["| configuration | budget | seeds | train s | test iwae_nll | -ELBO | 5-NN |", "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["config"] for r in results):
+        rows = zip(summary(results, name, "iwae_nll"), summary(results, name, "neg_elbo"),
+                   summary(results, name, f"knn{KNN_K}"))
+        ends = by_budget(results, name).get(None, [])
+        for (budget, seconds, nll), (_, _, elbo), (_, _, knn) in rows:
+            label = f"end ({ends[0]['epochs_run']:g} epochs)" if budget is None else f"{budget:g} s"
+            lines.append(f"| {name} | {label} | {nll['n']} | {seconds['median']:.0f} | {fmt(nll)} | {fmt(elbo)} | "
+                         f"{fmt(knn, 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.frontier_report REPORT.json [--plot PNG]``: the table (Markdown), the
+    speed-ups and, with ``--plot``, the figure, from a saved report (a frontier cut off midway too)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    report = json.loads(args.report.read_text())
+    results = report["results"]
+    print(markdown_table(results))
+    print_speedups(speedups(results))
+    if args.plot:
+        from fashion_vae import params
+
+        draw(results, args.plot, default_config(report["settings"].get("configs", {}), params.load()))
+
+
+if __name__ == "__main__":
+    main()

@@ -80,10 +80,15 @@ def start_queue_workers(project: Path, jobs: int, env: dict | None = None) -> No
     assert result.returncode == 0, log.read_text()
 
 
-def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 5) -> str:
+def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 5,
+                   jobs: int = 1) -> str:
     """Poll ``dvc queue status`` until nothing is queued or running; the last status.
 
     Each look starts DVC (about a second of CPU, taken from the experiments it waits for).
+    A look also pings the workers through celery's file broker, and a worker that reads
+    such a message half-written stops ("Unrecoverable error: JSONDecodeError" in its log)
+    once its current task ends, leaving the rest queued with no worker: then it starts
+    workers again, as a user would with ``dvc queue start`` (the search driver does too).
 
     On time-out, fails with the status and the workers' own logs, which say where they stuck.
     """
@@ -92,6 +97,8 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_
         status = run([str(BIN_DIR / "dvc"), "queue", "status"], project, env=env or project_env()).stdout
         if "Queued" not in status and "Running" not in status:
             return status
+        if "Running" not in status and "Worker status: 0 active, 0 idle" in status:
+            start_queue_workers(project, jobs, env=env)
         if time.monotonic() > deadline:
             logs = sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("**/*.out"))
             tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
@@ -105,7 +112,7 @@ def finish_queue(project: Path, jobs: int = 1, timeout: float = 600, env: dict |
     env = env or project_env()
     start_queue_workers(project, jobs, env=env)
     try:
-        status = wait_for_queue(project, timeout, env=env)
+        status = wait_for_queue(project, timeout, env=env, jobs=jobs)
     finally:
         run([str(BIN_DIR / "dvc"), "queue", "stop", "--kill"], project, check=False, env=env)
     failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]

@@ -103,7 +103,7 @@ def test_sweep_rejects_a_malformed_configuration_before_training():
 
 
 def frontier_point(config, budget, seconds, nll, seed=42, knn5=0.7):
-    return {"config": config, "budget_s": budget, "train_seconds": seconds, "iwae_nll": nll, "epochs_run": 30,
+    return {"config": config, "budget_s": budget, "train_seconds": seconds, "iwae_nll": nll, "neg_elbo": nll + 2, "epochs_run": 30,
             "seed": seed, "knn5": knn5}
 
 
@@ -158,6 +158,22 @@ def test_frontier_speedup_uses_medians_over_seeds_and_gives_the_per_seed_range()
     per_seed = speed["fast"]["times_faster_per_seed"]
     assert per_seed == {"median": pytest.approx(41.5, abs=0.06), "min": 31.4, "max": 51.7, "n": 2,
                         "not_reached": 1}
+
+
+def test_frontier_markdown_table_gives_median_and_range_per_budget(tmp_path, capsys):
+    """The table docs/frontier.md shows, also re-made from a saved report (a frontier cut off midway)."""
+    from benchmarks.frontier_report import PLAIN, main, markdown_table
+
+    results = [frontier_point(PLAIN, None, 600.0 + s, 280.0 + s, seed=s) for s in (1, 2, 3)] + [
+        frontier_point("fast", 10, 10.0, nll, seed=s) for s, nll in ((1, 300.0), (2, 290.0), (3, 296.5))]
+    rows = markdown_table(results).splitlines()
+    assert rows[2].startswith(f"| {PLAIN} | end (") and "| 3 | 602 | 282.00 [281.00, 283.00] |" in rows[2]
+    assert rows[3].startswith("| fast | 10 s | 3 | 10 | 296.50 [290.00, 300.00] |")
+    report = tmp_path / "frontier.json"
+    report.write_text(json.dumps({"settings": {"configs": {PLAIN: None}}, "results": results}))
+    main([str(report), "--plot", str(tmp_path / "frontier.png")])
+    assert "| fast | 10 s |" in capsys.readouterr().out
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_frontier_configurations_do_not_depend_on_params_defaults():
