@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search: {search_wall:.1f} s, the driver's own CPU {driver_cpu:.1f} s", flush=True)
         shutil.rmtree(clone / ".dvc" / "tmp", ignore_errors=True)
 
+    from fashion_vae import quiet_tensorflow  # noqa: F401  (versions() imports TensorFlow: as the stages do)
+
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "versions": versions(),
