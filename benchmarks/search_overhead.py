@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         search_wall, driver_cpu, result = run([sys.executable, "-m", "fashion_vae.search", "run", "--poll",
                                                str(args.poll)], clone, env)
         print(f"search: {search_wall:.1f} s, the driver's own CPU {driver_cpu:.1f} s", flush=True)
-        shutil.rmtree(clone / ".dvc" / "tmp", ignore_errors=True)
 
     from fashion_vae import quiet_tensorflow  # noqa: F401  (versions() imports TensorFlow: as the stages do)
 

@@ -258,7 +258,8 @@ def wait_until(condition, what: str, proc: subprocess.Popen, log: Path, timeout:
 
 
 def experiment_refs(project: Path) -> set[str]:
-    """Names of the experiments DVC has committed (its refs/exps), read with git alone: no DVC start-up."""
+    """Names of the experiments DVC has committed or received (refs/exps of a workspace or a bare
+    origin), read with git alone: no DVC start-up."""
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project).stdout.split()
     return {ref.rsplit("/", 1)[-1] for ref in refs}
 

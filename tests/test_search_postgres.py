@@ -21,7 +21,8 @@ import pytest
 from tests import pg_server
 from tests.conftest import dvc, project_env, run
 from tests.test_search import (
-    TINY_SEARCH, commit, one_error, queue_tasks, search, search_cmd, shown_experiments, wait_until, write_search,
+    TINY_SEARCH, commit, experiment_refs, one_error, queue_tasks, search, search_cmd, shown_experiments, wait_until,
+    write_search,
 )
 
 # One xdist worker runs the whole module, in order: its tests build on each other's state.
@@ -66,11 +67,6 @@ def machine(origin: Path, name: str) -> Path:
     return path
 
 
-def pushed_experiments(origin: Path) -> set[str]:
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], origin).stdout.split()
-    return {ref.rsplit("/", 1)[-1] for ref in refs}
-
-
 def study_trials(url: str):
     from fashion_vae.search.storage import open_storage, quiet_optuna
 
@@ -106,7 +102,7 @@ def test_two_machines_share_one_study_and_no_trial_is_trained_twice(postgres, or
         mine = {n for t in trials if t.user_attrs["workspace"].endswith(name) for n in t.user_attrs["experiments"].values()}
         assert ran[name] == mine
         assert [task for task, _ in queue_tasks(path)] and len(queue_tasks(path)) == len(mine)
-    assert pushed_experiments(origin) == wanted, "not every experiment reached the origin"
+    assert experiment_refs(origin) == wanted, "not every experiment reached the origin"
 
 
 def test_a_third_clone_reports_every_trial_and_pulls_their_experiments(postgres, origin, shared):

@@ -138,11 +138,12 @@ class Queue:
         ``expect`` (those the queue says succeeded) are looked for again for a few seconds.
         """
         expect = set(expect)
-        for _ in range(SHOW_ATTEMPTS):
-            found = self._shown()
+        found = self._shown()
+        for _ in range(SHOW_ATTEMPTS - 1):
             if expect <= set(found):
                 break
             time.sleep(SHOW_RETRY_S)
+            found = self._shown()
         return found
 
     def _shown(self) -> dict[str, dict]:
