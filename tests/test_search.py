@@ -148,6 +148,106 @@ def test_overrides_are_typed_as_params_yaml_types_them():
     assert override("model.prior", "vamp") == "model.prior=vamp"
 
 
+# -- the driver's view of DVC's queue, without DVC ------------------------------------------------------
+
+STATUS_TEXT = """Task     Name          Created  Status
+c6b46b0  tiny-t000-s1  12:07 AM Running
+92ec198  tiny-t000-s2  12:07 AM Queued
+3dfaa62  tiny-t001-s1  Nov 29, 2026  Success
+
+Worker status: 0 active, 1 idle
+"""
+
+
+def test_queue_status_is_parsed_with_its_worker_count():
+    from fashion_vae.search.experiments import parse_status
+
+    states = parse_status(STATUS_TEXT)
+    assert dict(states) == {"tiny-t000-s1": "Running", "tiny-t000-s2": "Queued", "tiny-t001-s1": "Success"}
+    assert states.workers == 1
+    assert parse_status("No experiment tasks in the queue.\n").workers is None
+
+
+def test_queue_activity_changes_with_tasks_and_workers_but_not_with_pings(tmp_path):
+    from fashion_vae.search.experiments import Queue
+
+    celery = tmp_path / ".dvc" / "tmp" / "exps" / "celery"
+    for folder in ("broker/in", "broker/processed", "result"):
+        (celery / folder).mkdir(parents=True)
+    queue = Queue(tmp_path)
+    empty = queue.activity()
+    assert empty[-1] == 0
+    (celery / "broker/in/1_a.reply.celery.pidbox.msg").write_text("{}")  # a ping's reply
+    assert queue.activity() == empty
+    (celery / "broker/in/2_b.celery.msg").write_text("{}")  # a task queued
+    queued = queue.activity()
+    assert queued != empty
+    (celery / "broker/in/2_b.celery.msg").rename(celery / "broker/processed/2_b.celery.msg")  # taken
+    assert queue.activity() != queued
+    (celery / "dvc-exp-worker-1.pid").write_text(str(os.getpid()))  # alive, but not a queue worker
+    assert queue.activity()[-1] == 0
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "queue-worker"])
+    try:
+        (celery / "dvc-exp-worker-1.pid").write_text(str(sleeper.pid))
+        assert queue.activity()[-1] == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert queue.activity()[-1] == 0
+
+
+class RecordingQueue:
+    """Answers ``status`` from a list of texts and records what the driver asks DVC to do."""
+
+    def __init__(self, texts):
+        from fashion_vae.search.experiments import parse_status
+
+        self.texts, self.calls, self.parse = list(texts), [], parse_status
+
+    def status(self):
+        return self.parse(self.texts.pop(0) if len(self.texts) > 1 else self.texts[0])
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_a_running_experiment_without_a_live_worker_is_queued_again_after_three_looks():
+    from fashion_vae.errors import PipelineError
+    from fashion_vae.search.driver import ORPHAN_POLLS, Driver, InFlight
+    from fashion_vae.search.experiments import parse_status
+    from fashion_vae.search.space import validate
+
+    space = validate(TINY_SEARCH, params_raw())
+    stale = STATUS_TEXT.replace("0 active, 1 idle", "0 active, 0 idle")
+    removed = "\n".join(line for line in stale.splitlines() if "tiny-t000-s1" not in line)
+    queue = RecordingQueue([removed])  # what DVC lists after the kill and the removal
+    logged = []
+    driver = Driver(space, "sqlite:///x.db", Path("."), queue, log=logged.append)
+    trial = type("Trial", (), {"params": {"model.beta": 0.7, "train.learning_rate": 0.002, "model.prior": "mixture"}})()
+    driver.in_flight = [InFlight(trial, {1: "tiny-t000-s1", 2: "tiny-t000-s2"})]
+    waiting = ["tiny-t000-s1", "tiny-t000-s2"]
+    # A worker that is alive (its process, or its answer to DVC's ping) is never taken for dead.
+    assert not any(driver.orphaned(parse_status(stale), waiting, alive=1) for _ in range(5))
+    assert not any(driver.orphaned(parse_status(STATUS_TEXT), waiting, alive=0) for _ in range(5))
+    assert queue.calls == []
+    looks = [driver.orphaned(parse_status(stale), waiting, alive=0) for _ in range(ORPHAN_POLLS)]
+    assert looks == [False] * (ORPHAN_POLLS - 1) + [True]
+    assert [call[:2] for call in queue.calls] == [("kill", ["tiny-t000-s1"]), ("remove", ["tiny-t000-s1"]),
+                                                  ("enqueue", "tiny-t000-s1")]
+    values = queue.calls[2][2]
+    assert values["train.seed"] == 1 and values["model.beta"] == 0.7 and values["train.epochs"] == 1
+    assert logged == ["search: tiny-t000-s1: DVC lists it as running but no queue worker is alive (stopped with "
+                      "its machine?); queued again"]
+
+    # A task DVC will not let go of stops the driver with one line that says what to do.
+    stuck = Driver(space, "sqlite:///x.db", Path("."), RecordingQueue([stale]), log=logged.append)
+    stuck.in_flight = driver.in_flight
+    with pytest.raises(PipelineError, match=r"^tiny-t000-s1: DVC lists it as running .* run `dvc queue kill "
+                                            r"tiny-t000-s1` and `dvc queue remove tiny-t000-s1`, then"):
+        for _ in range(ORPHAN_POLLS):
+            stuck.orphaned(parse_status(stale), waiting, alive=0)
+
+
 # -- the CLI and a real study ---------------------------------------------------------------------------
 
 
@@ -384,26 +484,50 @@ def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_
         "command to continue"], text
 
 
+def kill_processes_under(root: Path) -> list[str]:
+    """SIGKILL every process working in ``root`` (DVC's queue workers and the runs they started),
+    as a machine that stops does; their command lines."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(entry.name) != os.getpid() and \
+                    Path(os.readlink(entry / "cwd")).is_relative_to(root):
+                killed.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return killed
+
+
 @pytest.mark.e2e
-def test_a_killed_driver_resumes_its_trial_without_training_a_finished_experiment_again(project, tmp_path):
+def test_a_driver_killed_with_its_queue_resumes_its_trial_without_training_a_finished_experiment_again(
+        project, tmp_path):
     log = tmp_path / "killed.log"
     driver = start_driver(project, log, "--trials", "2")  # trial 1 was interrupted: one more to finish
     try:
-        wait_until(lambda: "tiny-t002-s1" in experiment_refs(project), "trial 2's first experiment", driver, log)
-        os.kill(driver.pid, signal.SIGKILL)  # the driver only: DVC's worker goes on with the second
+        wait_until(lambda: ("tiny-t002-s2", "Running") in queue_tasks(project), "trial 2's second experiment",
+                   driver, log, every=4)
+        # The machine stops: the driver, DVC's queue worker and the experiment it runs. DVC still
+        # lists that experiment as running, for ever; the driver started again must see through it.
+        os.kill(driver.pid, signal.SIGKILL)
+        killed = kill_processes_under(project)
         driver.wait(timeout=60)
     finally:
         if driver.poll() is None:
             driver.kill()
+    assert any("queue-worker" in cmd for cmd in killed), killed
+    assert "tiny-t002-s2" not in experiment_refs(project), "the experiment ended before the machine stopped"
     first = shown_experiments(project, expect={"tiny-t002-s1"})["tiny-t002-s1"]["rev"]
     assert study(project).get_trials()[2].state.name == "RUNNING"
     resumed = search(project, "run", "--poll", POLL, "--trials", "2", check=True)
-    # Adopted: its first experiment is read, not trained again (the second may have ended meanwhile too).
-    assert re.search(r"search: resuming trial 2 \([12] of 2 experiments already finished\)", resumed.stdout), \
-        resumed.stdout
+    # Adopted: its first experiment is read, not trained again; the second is queued again.
+    assert "search: resuming trial 2 (1 of 2 experiments already finished)" in resumed.stdout, resumed.stdout
+    assert ("search: tiny-t002-s2: DVC lists it as running but no queue worker is alive (stopped with its "
+            "machine?); queued again") in resumed.stdout, resumed.stdout
     shown = shown_experiments(project, expect=completed_experiments(project))
     assert shown["tiny-t002-s1"]["rev"] == first, "the finished experiment was trained again"
-    assert [name for name, _ in queue_tasks(project)].count("tiny-t002-s1") == 1
+    names = [name for name, _ in queue_tasks(project)]
+    assert names.count("tiny-t002-s1") == 1 and names.count("tiny-t002-s2") == 1, names
     trials = study(project).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert_trial_matches_its_experiments(trials[2], shown, TINY_SEARCH)

@@ -37,6 +37,8 @@ PER_SEED = "per_seed"  # seed -> objectives and the experiment's rev
 ERROR = "error"
 INTERRUPTED = "interrupted"
 DEFINITION = "definition"  # study attribute: what a trial means (space, seeds, fixed values)
+RECHECK_S = 300  # asks DVC at least this often, whatever its files say
+ORPHAN_POLLS = 3  # looks in a row at a "Running" experiment with no worker before it is queued again
 # Changes the workspace may hold that every trial's baseline may include: pipeline results.
 RESULT_FILES = ("dvc.lock", "metrics/")
 
@@ -102,6 +104,9 @@ class Driver:
         self.push, self.poll_s, self.log = push, poll_s, log
         self.me = workspace_id(root)
         self.in_flight: list[InFlight] = []
+        self.orphan_polls = 0
+        self.last_activity: tuple | None = None
+        self.last_look = 0.0
 
     # -- the study ----------------------------------------------------------------------------
 
@@ -152,7 +157,7 @@ class Driver:
         trial.set_user_attr("machine", machine_description())
         trial.set_user_attr(EXPERIMENTS, {str(seed): name for seed, name in names.items()})
         flight = InFlight(trial, names)
-        self.queue_missing(flight, self.queue.status(), {})
+        self.queue_missing(flight, {}, {})  # a new trial number: none of its names can be queued yet
         self.log(f"search: trial {trial.number}: {self.describe(trial.params)} -> {', '.join(names.values())}")
         return flight
 
@@ -221,7 +226,17 @@ class Driver:
         return 0
 
     def step(self, study) -> None:
-        """Tell Optuna about every trial whose experiments are all done; keep the workers going."""
+        """Tell Optuna about every trial whose experiments are all done; keep the workers going.
+
+        DVC is asked only when its files say something changed, no worker is alive, or
+        ``RECHECK_S`` went by: each ``dvc queue status`` costs about a second of CPU, taken
+        from the trial that runs meanwhile.
+        """
+        activity = self.queue.activity()
+        if activity == self.last_activity and activity[-1] > 0 \
+                and time.monotonic() - self.last_look < RECHECK_S:
+            return
+        self.last_activity, self.last_look = activity, time.monotonic()
         states = self.queue.status()
         waiting = [n for f in self.in_flight for s, n in f.names.items() if s not in f.results]
         if any(n not in states for n in waiting):  # its queue record is gone (removed): finished?
@@ -230,9 +245,13 @@ class Driver:
                 flight.results.update({s: done[n] for s, n in flight.names.items() if n in done})
             # Not queued again here: a task DVC has just queued may not show yet, and a name queued
             # twice loses a result. A driver started again queues what is really missing (adopt).
-        if any(states.get(n) == exps.QUEUED for n in waiting) and not any(
-                states.get(n) == exps.RUNNING for n in states):
-            self.queue.start_workers(self.jobs)  # workers leave once the queue is empty
+        alive = activity[-1]
+        if self.orphaned(states, waiting, alive):
+            states = self.queue.status()
+        # Workers leave once the queue is empty, and one can die (see ``orphaned``).
+        if any(states.get(n) == exps.QUEUED for n in waiting) and (
+                not alive or not any(states.get(n) == exps.RUNNING for n in states)):
+            self.queue.start_workers(self.jobs)
         ready = [f for f in self.in_flight
                  if all(seed in f.results or states.get(name) in exps.DONE for seed, name in f.names.items())]
         if not ready:
@@ -249,6 +268,35 @@ class Driver:
                     flight.error = f"{name}: {self.queue.error(name)}"
             self.tell(study, flight)
             self.in_flight.remove(flight)
+
+    def orphaned(self, states: exps.QueueStatus, waiting: list[str], alive: int) -> bool:
+        """Queue again this driver's experiments that DVC lists as running with no worker alive.
+
+        DVC keeps such a task "Running" for ever once its worker died with it (the machine
+        stopped or was restarted mid-trial): it would block the study. Only when no worker
+        process runs and none answered DVC's ping, ``ORPHAN_POLLS`` looks in a row.
+        """
+        workerless = alive == 0 and not states.workers
+        orphans = [n for n in waiting if states.get(n) == exps.RUNNING] if workerless else []
+        self.orphan_polls = self.orphan_polls + 1 if orphans else 0
+        if self.orphan_polls < ORPHAN_POLLS:
+            return False
+        self.orphan_polls = 0
+        self.log(f"search: {', '.join(orphans)}: DVC lists it as running but no queue worker is alive "
+                 "(stopped with its machine?); queued again")
+        self.queue.kill(orphans)  # DVC marks a task whose process is gone as failed ...
+        self.queue.remove(orphans)  # ... which can then be removed, and queued anew
+        stuck = [n for n in orphans if n in self.queue.status()]
+        if stuck:
+            raise PipelineError(f"{stuck[0]}: DVC lists it as running with no queue worker alive and would not "
+                                f"remove it; run `dvc queue kill {stuck[0]}` and `dvc queue remove {stuck[0]}`, "
+                                "then this command again")
+        for flight in self.in_flight:
+            values = self.space.params_of(flight.trial.params)
+            for seed, name in flight.names.items():
+                if name in orphans:
+                    self.queue.enqueue(name, {**values, SEED_KEY: seed}, self.space.targets)
+        return True
 
     def tell(self, study, flight: InFlight) -> None:
         from optuna.trial import TrialState

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,14 @@ METRICS_FILE = "metrics/eval.json"
 COMMAND_TIMEOUT_S = 600
 READ_ATTEMPTS = 3
 SHOW_ATTEMPTS, SHOW_RETRY_S = 6, 2.0  # a succeeded experiment not yet in `exp show`: look again
+WORKERS_LINE = re.compile(r"Worker status: (\d+) active, (\d+) idle")
+
+
+class QueueStatus(dict):
+    """Name -> state, as ``dvc queue status`` lists them, and how many queue workers answered it
+    (``None`` when it did not say)."""
+
+    workers: int | None = None
 
 
 def dvc_command() -> str:
@@ -65,6 +74,27 @@ def last_error_line(text: str) -> str:
         if found:
             return found[-1][:400]
     return (lines[-1] if lines else "no output")[:400]
+
+
+def process_alive(pidfile: Path, command: bytes) -> bool:
+    """Whether the process that ``pidfile`` names runs and is still ``command`` (after a restart
+    of the machine the same pid may be another program's)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        return command in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+def parse_status(text: str) -> QueueStatus:
+    states = QueueStatus()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[-1] in (QUEUED, RUNNING, SUCCESS, FAILED):
+            states[fields[1]] = fields[-1]
+        elif found := WORKERS_LINE.search(line):
+            states.workers = int(found[1]) + int(found[2])
+    return states
 
 
 class Queue:
@@ -114,14 +144,31 @@ class Queue:
         if code != 0:
             raise PipelineError(f"dvc queue start: {last_error_line(log.read_text(errors='replace'))}")
 
-    def status(self) -> dict[str, str]:
-        """Name -> Queued / Running / Success / Failed, from ``dvc queue status``."""
-        states = {}
-        for line in self.run("queue", "status", attempts=READ_ATTEMPTS).stdout.splitlines():
-            fields = line.split()
-            if len(fields) >= 4 and fields[-1] in (QUEUED, RUNNING, SUCCESS, FAILED):
-                states[fields[1]] = fields[-1]
-        return states
+    def status(self) -> QueueStatus:
+        """Name -> Queued / Running / Success / Failed, and the number of live workers, from
+        ``dvc queue status``."""
+        return parse_status(self.run("queue", "status", attempts=READ_ATTEMPTS).stdout)
+
+    def activity(self) -> tuple:
+        """A fingerprint of the queue read from DVC's own files, without starting DVC (a
+        ``dvc queue status`` costs about a second of CPU): the task messages queued and taken,
+        the results of finished tasks, and each queue worker's process, alive or not.
+
+        A task queued, started or ended, or a worker started or gone, changes it; the driver
+        asks DVC itself only then (and now and then regardless). The last field counts the live
+        workers. Messages of celery's worker pings (``pidbox``) are left out: every
+        ``dvc queue status`` sends some.
+        """
+        celery = self.root / ".dvc" / "tmp" / "exps" / "celery"
+        listed = []
+        for folder in ("broker/in", "broker/processed", "result"):
+            try:
+                listed.append(tuple(sorted(n for n in os.listdir(celery / folder) if ".pidbox." not in n)))
+            except OSError:
+                listed.append(())
+        workers = tuple(sorted((pidfile.name, process_alive(pidfile, b"queue-worker"))
+                               for pidfile in celery.glob("*.pid")))
+        return (*listed, workers, sum(alive for _, alive in workers))
 
     def error(self, name: str) -> str:
         result = self.run("queue", "logs", name, check=False)
