@@ -80,11 +80,11 @@ def start_queue_workers(project: Path, jobs: int, env: dict | None = None) -> No
     assert result.returncode == 0, log.read_text()
 
 
-def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_s: float = 5,
-                   jobs: int = 1) -> str:
+def wait_for_queue(project: Path, timeout: float, env: dict | None = None, jobs: int = 1) -> str:
     """Poll ``dvc queue status`` until nothing is queued or running; the last status.
 
-    Each look starts DVC (about a second of CPU, taken from the experiments it waits for).
+    Each look starts DVC (about a second of CPU, taken from the experiments it waits for), so
+    it looks only when DVC's queue files changed, no worker is alive, or a minute went by.
     A look also pings the workers through celery's file broker, and a worker that reads
     such a message half-written stops ("Unrecoverable error: JSONDecodeError" in its log)
     once its current task ends, leaving the rest queued with no worker: then it starts
@@ -92,8 +92,18 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_
 
     On time-out, fails with the status and the workers' own logs, which say where they stuck.
     """
+    from fashion_vae.search.experiments import Queue
+
+    queue = Queue(project)  # its `activity`: DVC's queue files, read without starting DVC
     deadline = time.monotonic() + timeout
+    seen, looked = None, 0.0
     while True:
+        activity = queue.activity()
+        now = time.monotonic()
+        if activity == seen and activity[-1] > 0 and now - looked < 60 and now < deadline:
+            time.sleep(1)  # reading the files is cheap: a finished experiment is seen at once
+            continue
+        seen, looked = activity, time.monotonic()
         status = run([str(BIN_DIR / "dvc"), "queue", "status"], project, env=env or project_env()).stdout
         if "Queued" not in status and "Running" not in status:
             return status
@@ -104,7 +114,7 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, poll_
             tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
                               for p in logs)
             pytest.fail(f"queue did not finish in {timeout:.0f} s:\n{status}\n{tails}")
-        time.sleep(poll_s)
+        time.sleep(1)
 
 
 def finish_queue(project: Path, jobs: int = 1, timeout: float = 600, env: dict | None = None) -> None:

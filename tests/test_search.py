@@ -28,7 +28,7 @@ from tests.conftest import BIN_DIR, REPO_ROOT, dvc, project_env, run
 # One xdist worker runs the whole module, in order: its tests build on each other's state.
 pytestmark = pytest.mark.xdist_group("search")
 
-POLL = "5"  # the driver's poll: each a `dvc queue status`, a second of CPU
+POLL = "2"  # the driver's poll: reads DVC's queue files; a `dvc queue status` only when they change
 SEEDS = [1, 2]
 # Tiny trials: one epoch, scored on K = 4, each experiment runs up to evaluate.
 TINY_SEARCH = {
@@ -194,6 +194,22 @@ def test_queue_activity_changes_with_tasks_and_workers_but_not_with_pings(tmp_pa
         sleeper.kill()
         sleeper.wait()
     assert queue.activity()[-1] == 0
+
+
+def test_a_dvc_command_that_never_answers_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from fashion_vae.errors import PipelineError
+    from fashion_vae.search import experiments
+
+    hung = tmp_path / "dvc"
+    hung.write_text("#!/bin/sh\nsleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setattr(experiments, "COMMAND_TIMEOUT_S", 0.5)
+    queue = experiments.Queue(tmp_path)
+    queue.dvc = str(hung)
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=r"^dvc queue status: ERROR: no answer within 0\.5 s$"):
+        queue.status()  # read-only: tried READ_ATTEMPTS times, then one line
+    assert time.monotonic() - started < 10
 
 
 class RecordingQueue:

@@ -21,8 +21,8 @@ import pytest
 from tests import pg_server
 from tests.conftest import dvc, project_env, run
 from tests.test_search import (
-    TINY_SEARCH, commit, experiment_refs, one_error, queue_tasks, search, search_cmd, shown_experiments, wait_until,
-    write_search,
+    POLL, TINY_SEARCH, commit, experiment_refs, one_error, queue_tasks, search, search_cmd, shown_experiments,
+    wait_until, write_search,
 )
 
 # One xdist worker runs the whole module, in order: its tests build on each other's state.
@@ -78,7 +78,7 @@ def shared(postgres, origin) -> dict[str, Path]:
     """Machines A and B run their drivers at the same time on the one study."""
     machines = {name: machine(origin, name) for name in ("machine-a", "machine-b")}
     env = project_env()
-    procs = {name: subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--push", "origin", "--poll", "5"),
+    procs = {name: subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--push", "origin", "--poll", POLL),
                                     cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, path in machines.items()}
     for name, proc in procs.items():
@@ -139,7 +139,7 @@ def test_the_database_stopping_mid_study_stops_the_driver_with_one_line_and_a_la
     before = len(study_trials(postgres.url()))
     log = tmp_path / "driver.log"
     with log.open("w") as handle:
-        driver = subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--poll", "5", "--trials",
+        driver = subprocess.Popen(search_cmd("run", "--storage", postgres.url(), "--poll", POLL, "--trials",
                                              str(before + 1)), cwd=project, env=project_env(), stdout=handle,
                                   stderr=subprocess.STDOUT)
     try:
@@ -161,7 +161,7 @@ def test_the_database_stopping_mid_study_stops_the_driver_with_one_line_and_a_la
     (name,) = [n for n, state in queue_tasks(project) if state in ("Running", "Success", "Queued")
                and n not in {e for t in study_trials(postgres.url())[:before] for e in t.user_attrs["experiments"].values()}]
     # The experiment goes on in DVC's queue; the next run adopts its trial and reads it when done.
-    resumed = search(project, "run", "--storage", postgres.url(), "--poll", "5", "--trials", str(before + 1), check=True)
+    resumed = search(project, "run", "--storage", postgres.url(), "--poll", POLL, "--trials", str(before + 1), check=True)
     assert "search: resuming trial" in resumed.stdout, resumed.stdout
     trials = study_trials(postgres.url())
     assert len(trials) == before + 1 and trials[-1].state.name == "COMPLETE"

@@ -111,11 +111,14 @@ class Queue:
         for attempt in range(attempts):
             if attempt:
                 time.sleep(1)
-            with interrupts_deferred():
-                result = subprocess.run(
-                    [self.dvc, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-                    stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_S, start_new_session=True,
-                )
+            try:
+                with interrupts_deferred():
+                    result = subprocess.run(
+                        [self.dvc, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                        stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT_S, start_new_session=True,
+                    )
+            except subprocess.TimeoutExpired:  # a hung command (or a machine paused mid-command)
+                result = subprocess.CompletedProcess(args, 124, "", f"ERROR: no answer within {COMMAND_TIMEOUT_S} s")
             if result.returncode == 0:
                 break
         if check and result.returncode != 0:
@@ -136,11 +139,15 @@ class Queue:
         log = self.root / ".dvc" / "tmp" / "search-queue-start.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with interrupts_deferred(), open(log, "w") as out:
-            code = subprocess.run(
-                [self.dvc, "queue", "start", "-j", str(jobs)], cwd=self.root, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S,
-                start_new_session=True,
-            ).returncode
+            try:
+                code = subprocess.run(
+                    [self.dvc, "queue", "start", "-j", str(jobs)], cwd=self.root, env=self.env,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S,
+                    start_new_session=True,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                out.write(f"ERROR: no answer within {COMMAND_TIMEOUT_S} s\n")
+                code = 124
         if code != 0:
             raise PipelineError(f"dvc queue start: {last_error_line(log.read_text(errors='replace'))}")
 
