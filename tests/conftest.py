@@ -107,7 +107,7 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, jobs:
         status = run([str(BIN_DIR / "dvc"), "queue", "status"], project, env=env or project_env()).stdout
         if "Queued" not in status and "Running" not in status:
             return status
-        if "Running" not in status and "Worker status: 0 active, 0 idle" in status:
+        if "Running" not in status and activity[-1] == 0:  # no worker process lives (not: none answered)
             start_queue_workers(project, jobs, env=env)
         if time.monotonic() > deadline:
             logs = sorted((project / ".dvc" / "tmp" / "exps" / "celery").glob("**/*.out"))

@@ -194,6 +194,33 @@ def test_queue_activity_changes_with_tasks_and_workers_but_not_with_pings(tmp_pa
         sleeper.kill()
         sleeper.wait()
     assert queue.activity()[-1] == 0
+    (celery / "result/celery-task-meta-1").write_text("")  # created, not yet written: DVC reads "running"
+    created = queue.activity()
+    (celery / "result/celery-task-meta-1").write_text('{"status": "SUCCESS"}')
+    assert queue.activity() != created
+
+
+def test_a_tasks_run_is_alive_only_while_its_exec_run_process_runs(tmp_path):
+    from fashion_vae.search.experiments import Queue
+
+    rev = "c6b46b0f70331614cbe1571d5283e9f7b952999a"
+    record = tmp_path / ".dvc" / "tmp" / "exps" / "run" / rev / f"{rev}.json"
+    queue = Queue(tmp_path)
+    assert queue.run_alive("c6b46b0") is None  # not started: no record yet
+    record.parent.mkdir(parents=True)
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exec-run"])
+    try:
+        record.write_text(json.dumps({"pid": runner.pid, "returncode": None}))
+        assert queue.run_alive("c6b46b0") is True
+        record.write_text(json.dumps({"pid": os.getpid(), "returncode": None}))  # a pid reused by another program
+        assert queue.run_alive("c6b46b0") is False
+    finally:
+        runner.kill()
+        runner.wait()
+    record.write_text(json.dumps({"pid": runner.pid, "returncode": None, "stdout": "x.out"}))
+    assert queue.run_alive("c6b46b0") is False
+    queue.forget_dead_run("c6b46b0")  # as DVC does for a process it finds gone: `dvc queue kill` signals nothing
+    assert json.loads(record.read_text()) == {"pid": runner.pid, "returncode": -1, "stdout": "x.out"}
 
 
 def test_a_dvc_command_that_never_answers_is_one_line_not_a_traceback(tmp_path, monkeypatch):
@@ -213,55 +240,88 @@ def test_a_dvc_command_that_never_answers_is_one_line_not_a_traceback(tmp_path, 
 
 
 class RecordingQueue:
-    """Answers ``status`` from a list of texts and records what the driver asks DVC to do."""
+    """Stands for DVC's queue: ``status`` answers from a list of texts, ``run_alive`` and
+    ``experiments`` as set; records what the driver asks DVC to change."""
 
-    def __init__(self, texts):
+    def __init__(self, texts, run_alive=None, done=None):
         from fashion_vae.search.experiments import parse_status
 
         self.texts, self.calls, self.parse = list(texts), [], parse_status
+        self.alive, self.done = run_alive, done or {}
 
     def status(self):
         return self.parse(self.texts.pop(0) if len(self.texts) > 1 else self.texts[0])
 
-    def __getattr__(self, name):
+    def run_alive(self, task):
+        return self.alive
+
+    def experiments(self, expect=()):
+        return self.done
+
+    def __getattr__(self, name):  # kill, remove, enqueue, forget_dead_run
         return lambda *args: self.calls.append((name, *args))
 
 
-def test_a_running_experiment_without_a_live_worker_is_queued_again_after_three_looks():
-    from fashion_vae.errors import PipelineError
-    from fashion_vae.search.driver import ORPHAN_POLLS, Driver, InFlight
-    from fashion_vae.search.experiments import parse_status
+def orphan_driver(queue, logged):
+    from fashion_vae.search.driver import Driver, InFlight
     from fashion_vae.search.space import validate
 
-    space = validate(TINY_SEARCH, params_raw())
-    stale = STATUS_TEXT.replace("0 active, 1 idle", "0 active, 0 idle")
-    removed = "\n".join(line for line in stale.splitlines() if "tiny-t000-s1" not in line)
-    queue = RecordingQueue([removed])  # what DVC lists after the kill and the removal
-    logged = []
-    driver = Driver(space, "sqlite:///x.db", Path("."), queue, log=logged.append)
+    driver = Driver(validate(TINY_SEARCH, params_raw()), "sqlite:///x.db", Path("."), queue, log=logged.append)
     trial = type("Trial", (), {"params": {"model.beta": 0.7, "train.learning_rate": 0.002, "model.prior": "mixture"}})()
     driver.in_flight = [InFlight(trial, {1: "tiny-t000-s1", 2: "tiny-t000-s2"})]
-    waiting = ["tiny-t000-s1", "tiny-t000-s2"]
-    # A worker that is alive (its process, or its answer to DVC's ping) is never taken for dead.
-    assert not any(driver.orphaned(parse_status(stale), waiting, alive=1) for _ in range(5))
-    assert not any(driver.orphaned(parse_status(STATUS_TEXT), waiting, alive=0) for _ in range(5))
-    assert queue.calls == []
-    looks = [driver.orphaned(parse_status(stale), waiting, alive=0) for _ in range(ORPHAN_POLLS)]
+    return driver
+
+
+STALE = STATUS_TEXT.replace("0 active, 1 idle", "0 active, 0 idle")
+WAITING = ["tiny-t000-s1", "tiny-t000-s2"]
+AFTER_REMOVAL = "\n".join(line for line in STALE.splitlines() if "tiny-t000-s1" not in line)
+
+
+def test_a_running_experiment_whose_run_has_stopped_is_queued_again_after_three_looks():
+    from fashion_vae.errors import PipelineError
+    from fashion_vae.search.driver import ORPHAN_POLLS, ORPHAN_S
+    from fashion_vae.search.experiments import parse_status
+
+    stale, live = parse_status(STALE), parse_status(STATUS_TEXT)
+    # Not started yet while a worker lives (its process, or its answer to DVC's ping); or running.
+    for queue, states, alive in [(RecordingQueue([AFTER_REMOVAL]), stale, 1),
+                                 (RecordingQueue([AFTER_REMOVAL]), live, 0),
+                                 (RecordingQueue([AFTER_REMOVAL], run_alive=True), stale, 0)]:
+        driver = orphan_driver(queue, [])
+        assert not any(driver.orphaned(states, WAITING, alive) for _ in range(5))
+        assert queue.calls == []
+
+    # No worker and no run: dead at the third look in a row; killed, removed, queued again.
+    logged = []
+    queue = RecordingQueue([AFTER_REMOVAL])
+    driver = orphan_driver(queue, logged)
+    looks = [driver.orphaned(stale, WAITING, alive=0) for _ in range(ORPHAN_POLLS)]
     assert looks == [False] * (ORPHAN_POLLS - 1) + [True]
-    assert [call[:2] for call in queue.calls] == [("kill", ["tiny-t000-s1"]), ("remove", ["tiny-t000-s1"]),
-                                                  ("enqueue", "tiny-t000-s1")]
-    values = queue.calls[2][2]
+    assert [call[:2] for call in queue.calls] == [
+        ("forget_dead_run", "c6b46b0"), ("kill", ["tiny-t000-s1"]), ("remove", ["tiny-t000-s1"]),
+        ("enqueue", "tiny-t000-s1")]
+    values = queue.calls[-1][2]
     assert values["train.seed"] == 1 and values["model.beta"] == 0.7 and values["train.epochs"] == 1
-    assert logged == ["search: tiny-t000-s1: DVC lists it as running but no queue worker is alive (stopped with "
-                      "its machine?); queued again"]
+    assert logged == ["search: tiny-t000-s1: DVC lists it as running but its run has stopped (with its "
+                      "machine?); queued again"]
+
+    # Its run gone while a worker lives (which may still be collecting it): only after ORPHAN_S seconds.
+    queue = RecordingQueue([AFTER_REMOVAL], run_alive=False, done={"tiny-t000-s1": {"rev": "abc", "metrics": {}}})
+    driver = orphan_driver(queue, [])
+    assert not any(driver.orphaned(stale, WAITING, alive=1) for _ in range(ORPHAN_POLLS + 2))
+    since, looks = driver.suspects["tiny-t000-s1"]
+    driver.suspects["tiny-t000-s1"] = (since - ORPHAN_S, looks)
+    assert driver.orphaned(stale, WAITING, alive=1)
+    # It had finished just as its machine stopped: its result is taken, nothing is trained again.
+    assert [c[0] for c in queue.calls] == ["forget_dead_run", "kill", "remove"]
+    assert driver.in_flight[0].results == {1: {"rev": "abc", "metrics": {}}}
 
     # A task DVC will not let go of stops the driver with one line that says what to do.
-    stuck = Driver(space, "sqlite:///x.db", Path("."), RecordingQueue([stale]), log=logged.append)
-    stuck.in_flight = driver.in_flight
+    stuck = orphan_driver(RecordingQueue([STALE]), [])
     with pytest.raises(PipelineError, match=r"^tiny-t000-s1: DVC lists it as running .* run `dvc queue kill "
                                             r"tiny-t000-s1` and `dvc queue remove tiny-t000-s1`, then"):
         for _ in range(ORPHAN_POLLS):
-            stuck.orphaned(parse_status(stale), waiting, alive=0)
+            stuck.orphaned(stale, WAITING, alive=0)
 
 
 # -- the CLI and a real study ---------------------------------------------------------------------------
@@ -538,8 +598,8 @@ def test_a_driver_killed_with_its_queue_resumes_its_trial_without_training_a_fin
     resumed = search(project, "run", "--poll", POLL, "--trials", "2", check=True)
     # Adopted: its first experiment is read, not trained again; the second is queued again.
     assert "search: resuming trial 2 (1 of 2 experiments already finished)" in resumed.stdout, resumed.stdout
-    assert ("search: tiny-t002-s2: DVC lists it as running but no queue worker is alive (stopped with its "
-            "machine?); queued again") in resumed.stdout, resumed.stdout
+    assert ("search: tiny-t002-s2: DVC lists it as running but its run has stopped (with its machine?); "
+            "queued again") in resumed.stdout, resumed.stdout
     shown = shown_experiments(project, expect=completed_experiments(project))
     assert shown["tiny-t002-s1"]["rev"] == first, "the finished experiment was trained again"
     names = [name for name, _ in queue_tasks(project)]

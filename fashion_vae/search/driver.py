@@ -38,7 +38,8 @@ ERROR = "error"
 INTERRUPTED = "interrupted"
 DEFINITION = "definition"  # study attribute: what a trial means (space, seeds, fixed values)
 RECHECK_S = 300  # asks DVC at least this often, whatever its files say
-ORPHAN_POLLS = 3  # looks in a row at a "Running" experiment with no worker before it is queued again
+ORPHAN_POLLS = 3  # looks in a row at a "Running" experiment whose run is gone before it is queued again
+ORPHAN_S = 30  # ... and seconds, while a queue worker lives that may still be collecting its results
 # Changes the workspace may hold that every trial's baseline may include: pipeline results.
 RESULT_FILES = ("dvc.lock", "metrics/")
 
@@ -104,7 +105,7 @@ class Driver:
         self.push, self.poll_s, self.log = push, poll_s, log
         self.me = workspace_id(root)
         self.in_flight: list[InFlight] = []
-        self.orphan_polls = 0
+        self.suspects: dict[str, tuple[float, int]] = {}  # name -> (first seen dead, looks in a row)
         self.last_activity: tuple | None = None
         self.last_look = 0.0
 
@@ -248,9 +249,9 @@ class Driver:
         alive = activity[-1]
         if self.orphaned(states, waiting, alive):
             states = self.queue.status()
-        # Workers leave once the queue is empty, and one can die (see ``orphaned``).
-        if any(states.get(n) == exps.QUEUED for n in waiting) and (
-                not alive or not any(states.get(n) == exps.RUNNING for n in states)):
+        # Workers leave once the queue is empty, and one can die (see ``orphaned``). Only when none
+        # lives: `dvc queue start` does not see a worker still starting and would start a second.
+        if not alive and any(states.get(n) == exps.QUEUED for n in waiting):
             self.queue.start_workers(self.jobs)
         ready = [f for f in self.in_flight
                  if all(seed in f.results or states.get(name) in exps.DONE for seed, name in f.names.items())]
@@ -270,31 +271,46 @@ class Driver:
             self.in_flight.remove(flight)
 
     def orphaned(self, states: exps.QueueStatus, waiting: list[str], alive: int) -> bool:
-        """Queue again this driver's experiments that DVC lists as running with no worker alive.
+        """Queue again this driver's experiments that DVC lists as running but whose run has died.
 
-        DVC keeps such a task "Running" for ever once its worker died with it (the machine
-        stopped or was restarted mid-trial): it would block the study. Only when no worker
-        process runs and none answered DVC's ping, ``ORPHAN_POLLS`` looks in a row.
+        DVC keeps such a task "Running" for ever once its process died with it (the machine
+        stopped or was restarted mid-trial): it would block the study. An experiment is taken
+        for dead when its ``dvc exp exec-run`` process is gone (or, not yet started, no queue
+        worker is alive to start it) at ``ORPHAN_POLLS`` looks in a row, and, while a worker
+        lives that might still be collecting its results, for ``ORPHAN_S`` seconds.
         """
-        workerless = alive == 0 and not states.workers
-        orphans = [n for n in waiting if states.get(n) == exps.RUNNING] if workerless else []
-        self.orphan_polls = self.orphan_polls + 1 if orphans else 0
-        if self.orphan_polls < ORPHAN_POLLS:
+        now = time.monotonic()
+        dead = set()
+        for name in waiting:
+            if states.get(name) == exps.RUNNING:
+                run = self.queue.run_alive(states.tasks.get(name, "?"))
+                if run is False or (run is None and not alive and not states.workers):
+                    dead.add(name)
+        self.suspects = {name: (since, looks + 1) for name, (since, looks)
+                         in {name: self.suspects.get(name, (now, 0)) for name in dead}.items()}
+        orphans = [name for name, (since, looks) in self.suspects.items()
+                   if looks >= ORPHAN_POLLS and (not alive or now - since >= ORPHAN_S)]
+        if not orphans:
             return False
-        self.orphan_polls = 0
-        self.log(f"search: {', '.join(orphans)}: DVC lists it as running but no queue worker is alive "
-                 "(stopped with its machine?); queued again")
+        self.log(f"search: {', '.join(orphans)}: DVC lists it as running but its run has stopped (with its "
+                 "machine?); queued again")
+        for name in orphans:
+            del self.suspects[name]
+            self.queue.forget_dead_run(states.tasks[name])  # its pid may be another process's by now
         self.queue.kill(orphans)  # DVC marks a task whose process is gone as failed ...
         self.queue.remove(orphans)  # ... which can then be removed, and queued anew
         stuck = [n for n in orphans if n in self.queue.status()]
         if stuck:
-            raise PipelineError(f"{stuck[0]}: DVC lists it as running with no queue worker alive and would not "
-                                f"remove it; run `dvc queue kill {stuck[0]}` and `dvc queue remove {stuck[0]}`, "
-                                "then this command again")
+            raise PipelineError(f"{stuck[0]}: DVC lists it as running with no run alive and would not remove it; "
+                                f"run `dvc queue kill {stuck[0]}` and `dvc queue remove {stuck[0]}`, then this "
+                                "command again")
+        done = self.queue.experiments()  # one that finished just as its machine stopped has its result
         for flight in self.in_flight:
             values = self.space.params_of(flight.trial.params)
             for seed, name in flight.names.items():
-                if name in orphans:
+                if name in orphans and name in done:
+                    flight.results[seed] = done[name]
+                elif name in orphans:
                     self.queue.enqueue(name, {**values, SEED_KEY: seed}, self.space.targets)
         return True
 

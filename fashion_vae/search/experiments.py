@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from fashion_vae import atomic
 from fashion_vae.errors import PipelineError
 
 QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
@@ -31,10 +32,14 @@ WORKERS_LINE = re.compile(r"Worker status: (\d+) active, (\d+) idle")
 
 
 class QueueStatus(dict):
-    """Name -> state, as ``dvc queue status`` lists them, and how many queue workers answered it
-    (``None`` when it did not say)."""
+    """Name -> state, as ``dvc queue status`` lists them; each name's task id (the start of its
+    stash revision), and how many queue workers answered (``None`` when it did not say)."""
 
     workers: int | None = None
+
+    def __init__(self):
+        super().__init__()
+        self.tasks: dict[str, str] = {}
 
 
 def dvc_command() -> str:
@@ -80,10 +85,23 @@ def process_alive(pidfile: Path, command: bytes) -> bool:
     """Whether the process that ``pidfile`` names runs and is still ``command`` (after a restart
     of the machine the same pid may be another program's)."""
     try:
-        pid = int(pidfile.read_text().strip())
-        return command in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return pid_runs(int(pidfile.read_text().strip()), command)
     except (OSError, ValueError):
         return False
+
+
+def pid_runs(pid: int, command: bytes) -> bool:
+    try:
+        return command in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def parse_status(text: str) -> QueueStatus:
@@ -92,6 +110,7 @@ def parse_status(text: str) -> QueueStatus:
         fields = line.split()
         if len(fields) >= 4 and fields[-1] in (QUEUED, RUNNING, SUCCESS, FAILED):
             states[fields[1]] = fields[-1]
+            states.tasks[fields[1]] = fields[0]
         elif found := WORKERS_LINE.search(line):
             states.workers = int(found[1]) + int(found[2])
     return states
@@ -170,12 +189,37 @@ class Queue:
         listed = []
         for folder in ("broker/in", "broker/processed", "result"):
             try:
-                listed.append(tuple(sorted(n for n in os.listdir(celery / folder) if ".pidbox." not in n)))
+                names = sorted(n for n in os.listdir(celery / folder) if ".pidbox." not in n)
             except OSError:
-                listed.append(())
+                names = []
+            if folder == "result":  # written after it is created: an empty one still reads "running"
+                names = [(n, file_size(celery / folder / n)) for n in names]
+            listed.append(tuple(names))
         workers = tuple(sorted((pidfile.name, process_alive(pidfile, b"queue-worker"))
                                for pidfile in celery.glob("*.pid")))
         return (*listed, workers, sum(alive for _, alive in workers))
+
+    def run_alive(self, task: str) -> bool | None:
+        """Whether the ``dvc exp exec-run`` of a task (its id from ``dvc queue status``) still runs;
+        ``None`` when it has not started (no record of its process yet)."""
+        info = self.run_info(task)
+        return None if info is None else pid_runs(info[1].get("pid", -1), b"exec-run")
+
+    def run_info(self, task: str) -> tuple[Path, dict] | None:
+        """The record dvc-task keeps of a task's process (``.dvc/tmp/exps/run/REV/REV.json``)."""
+        for record in (self.root / ".dvc" / "tmp" / "exps" / "run").glob(f"{task}*/{task}*.json"):
+            try:
+                return record, json.loads(record.read_text())
+            except (OSError, ValueError):
+                return None
+        return None
+
+    def forget_dead_run(self, task: str) -> None:
+        """Record a task's process as ended, as DVC itself does when it finds it gone, so that
+        ``dvc queue kill`` marks the task failed instead of signalling whatever now has its pid."""
+        info = self.run_info(task)
+        if info is not None and info[1].get("returncode") is None:
+            atomic.write_json(info[0], {**info[1], "returncode": -1})
 
     def error(self, name: str) -> str:
         result = self.run("queue", "logs", name, check=False)
@@ -203,8 +247,13 @@ class Queue:
     def baselines(self) -> list[str]:
         """The commits this workspace's experiments branch from, read from their git refs
         (``refs/exps/AB/CDEF.../NAME``) without starting DVC."""
-        result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=self.root,
-                                capture_output=True, text=True, timeout=60)
+        try:
+            result = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=self.root,
+                                    capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise PipelineError(f"{self.root}: git for-each-ref refs/exps gave no answer within 60 s") from None
+        if result.returncode != 0:
+            raise PipelineError(f"{self.root}: git for-each-ref refs/exps: {last_error_line(result.stderr)}")
         revs = set()
         for ref in result.stdout.split():
             parts = ref.split("/")
