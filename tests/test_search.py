@@ -262,6 +262,40 @@ class RecordingQueue:
         return lambda *args: self.calls.append((name, *args))
 
 
+def test_the_driver_asks_dvc_only_when_the_queue_files_change_or_no_worker_lives(monkeypatch):
+    from fashion_vae.search import driver as driver_module
+
+    class CountingQueue(RecordingQueue):
+        activity_now = ((), (), (), (("dvc-exp-worker-1.pid", True),), 1)
+        looks = 0
+
+        def activity(self):
+            return self.activity_now
+
+        def status(self):
+            self.looks += 1
+            return super().status()
+
+    queue = CountingQueue([STATUS_TEXT], run_alive=True)
+    driver = orphan_driver(queue, [])
+    for _ in range(4):
+        driver.step(study=None)
+    assert queue.looks == 1, "nothing changed: one look"
+    queue.activity_now = ((), ("2_b.celery.msg",), (), queue.activity_now[3], 1)  # a task was taken
+    driver.step(study=None)
+    driver.step(study=None)
+    assert queue.looks == 2
+    monkeypatch.setattr(driver_module, "RECHECK_S", 0)  # now and then regardless
+    driver.step(study=None)
+    assert queue.looks == 3
+    monkeypatch.setattr(driver_module, "RECHECK_S", 300)
+    queue.activity_now = ((), ("2_b.celery.msg",), (), (("dvc-exp-worker-1.pid", False),), 0)
+    driver.step(study=None)
+    driver.step(study=None)
+    assert queue.looks == 5, "no worker lives: a look every poll"
+    assert ("start_workers", driver.jobs) in queue.calls  # tiny-t000-s2 is queued and nobody would run it
+
+
 def orphan_driver(queue, logged):
     from fashion_vae.search.driver import Driver, InFlight
     from fashion_vae.search.space import validate
