@@ -168,6 +168,15 @@ def test_queue_status_is_parsed_with_its_worker_count():
     assert parse_status("No experiment tasks in the queue.\n").workers is None
 
 
+def started(cmd: list[str]) -> subprocess.Popen:
+    """A process whose command line /proc already shows (just after exec it can read empty)."""
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 def test_queue_activity_changes_with_tasks_and_workers_but_not_with_pings(tmp_path):
     from fashion_vae.search.experiments import Queue
 
@@ -186,7 +195,7 @@ def test_queue_activity_changes_with_tasks_and_workers_but_not_with_pings(tmp_pa
     assert queue.activity() != queued
     (celery / "dvc-exp-worker-1.pid").write_text(str(os.getpid()))  # alive, but not a queue worker
     assert queue.activity()[-1] == 0
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "queue-worker"])
+    sleeper = started([sys.executable, "-c", "import time; time.sleep(60)", "queue-worker"])
     try:
         (celery / "dvc-exp-worker-1.pid").write_text(str(sleeper.pid))
         assert queue.activity()[-1] == 1
@@ -208,7 +217,7 @@ def test_a_tasks_run_is_alive_only_while_its_exec_run_process_runs(tmp_path):
     queue = Queue(tmp_path)
     assert queue.run_alive("c6b46b0") is None  # not started: no record yet
     record.parent.mkdir(parents=True)
-    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exec-run"])
+    runner = started([sys.executable, "-c", "import time; time.sleep(60)", "exec-run"])
     try:
         record.write_text(json.dumps({"pid": runner.pid, "returncode": None}))
         assert queue.run_alive("c6b46b0") is True
