@@ -103,7 +103,7 @@ def wait_for_queue(project: Path, timeout: float, env: dict | None = None, jobs:
         if activity == seen and activity[-1] > 0 and now - looked < 60 and now < deadline:
             time.sleep(1)  # reading the files is cheap: a finished experiment is seen at once
             continue
-        seen, looked = activity, time.monotonic()
+        seen, looked = activity, now
         status = run([str(BIN_DIR / "dvc"), "queue", "status"], project, env=env or project_env()).stdout
         if "Queued" not in status and "Running" not in status:
             return status

@@ -234,8 +234,8 @@ class Driver:
         from the trial that runs meanwhile.
         """
         activity = self.queue.activity()
-        if activity == self.last_activity and activity[-1] > 0 \
-                and time.monotonic() - self.last_look < RECHECK_S:
+        alive = activity[-1]  # queue worker processes that live
+        if activity == self.last_activity and alive and time.monotonic() - self.last_look < RECHECK_S:
             return
         self.last_activity, self.last_look = activity, time.monotonic()
         states = self.queue.status()
@@ -246,7 +246,6 @@ class Driver:
                 flight.results.update({s: done[n] for s, n in flight.names.items() if n in done})
             # Not queued again here: a task DVC has just queued may not show yet, and a name queued
             # twice loses a result. A driver started again queues what is really missing (adopt).
-        alive = activity[-1]
         if self.orphaned(states, waiting, alive):
             states = self.queue.status()
         # Workers leave once the queue is empty, and one can die (see ``orphaned``). Only when none

@@ -35,11 +35,10 @@ class QueueStatus(dict):
     """Name -> state, as ``dvc queue status`` lists them; each name's task id (the start of its
     stash revision), and how many queue workers answered (``None`` when it did not say)."""
 
-    workers: int | None = None
-
     def __init__(self):
         super().__init__()
         self.tasks: dict[str, str] = {}
+        self.workers: int | None = None
 
 
 def dvc_command() -> str:
