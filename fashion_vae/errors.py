@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 
@@ -51,23 +53,39 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
 
     Ctrl-C (SIGINT) likewise ends with one line and exit status 130, not a traceback;
     outputs are written atomically, so an interrupted stage leaves the previous ones.
+    A Ctrl-C that lands inside TensorFlow's graph tracing surfaces as another exception
+    (its context managers turn it into "Nesting violated"), so the signal itself is
+    recorded and any error after it is reported as the interruption it is.
     """
 
     @functools.wraps(func)
     def wrapper() -> None:
+        interrupts: list[int] = []
+
+        def on_sigint(signum, _frame):
+            interrupts.append(signum)
+            raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():  # where Python delivers signals
+            signal.signal(signal.SIGINT, on_sigint)
         try:
             require_temporary_directory()
             func()
-        except PipelineError as err:
-            message = " ".join(str(err).split())  # always exactly one line
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(1)
-        except OSError as err:  # last resort for I/O the stage did not anticipate (a full disk)
-            where = err.filename or "I/O"
-            print(f"error: {where}: {err.strerror or err}; outputs are only replaced by complete files", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            print(f"error: {interrupted_message()}", file=sys.stderr)
-            sys.exit(130)
+        except SystemExit:
+            raise
+        except BaseException as err:  # noqa: BLE001 - every path ends in one line or re-raises
+            if interrupts or isinstance(err, KeyboardInterrupt):
+                print(f"error: {interrupted_message()}", file=sys.stderr)
+                sys.exit(130)
+            if isinstance(err, PipelineError):
+                message = " ".join(str(err).split())  # always exactly one line
+                print(f"error: {message}", file=sys.stderr)
+                sys.exit(1)
+            if isinstance(err, OSError):  # last resort for I/O the stage did not anticipate (a full disk)
+                where = err.filename or "I/O"
+                print(f"error: {where}: {err.strerror or err}; outputs are only replaced by complete files",
+                      file=sys.stderr)
+                sys.exit(1)
+            raise
 
     return wrapper
