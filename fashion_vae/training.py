@@ -179,6 +179,9 @@ def train(
             optimizer=keras.optimizers.Adam(learning_rate(train_params, steps_per_epoch)),
             steps_per_execution=min(train_params["steps_per_execution"], steps_per_epoch),
         )
+        # Adam's slots made now, not by the first step: a step that creates variables is traced
+        # twice by tf.function (once to create them, once without), ~2 s of each run's start.
+        vae.optimizer.build(vae.trainable_variables)
     timer = Throughput(steps_per_epoch * batch_size)
     started = time.perf_counter()
     history = vae.fit(
