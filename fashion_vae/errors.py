@@ -73,7 +73,7 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
             func()
         except SystemExit:
             raise
-        except BaseException as err:  # noqa: BLE001 - every path ends in one line or re-raises
+        except BaseException as err:  # every path below ends in one line or re-raises
             if interrupts or isinstance(err, KeyboardInterrupt):
                 print(f"error: {interrupted_message()}", file=sys.stderr)
                 sys.exit(130)

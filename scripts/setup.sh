@@ -27,6 +27,37 @@ apt_install() {  # apt_install PACKAGE...: install, running apt-get update first
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+python_packages() {  # the virtual environment with the pinned packages
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  stamp="$VENV/.requirements.sha256"
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing pinned Python packages (first time: a few minutes)"
+    # Both TensorFlow builds install the same `tensorflow` package: drop the one not pinned.
+    for build in tensorflow tensorflow-cpu; do
+      if ! grep -Eq "^$build(\[[a-z-]+\])?==" requirements.txt && "$VENV/bin/python" -m pip show -q "$build" 2>/dev/null; then
+        "$VENV/bin/python" -m pip uninstall -q -y "$build"
+      fi
+    done
+    # uv, with pip's configuration carried over, takes about 60 s where pip takes 145 s
+    # (scripts/uv_install.py says why); pip remains the fallback.
+    if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION" \
+           && "$VENV/bin/python" scripts/uv_install.py -r requirements.txt; }; then
+      echo "setup: uv unavailable or failed; installing with pip"
+      "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+    fi
+    echo "$want" > "$stamp"
+  fi
+}
+
+# The packages install in the background while apt works: the two share little but the wait.
+python_packages &
+packages=$!
+trap 'kill "$packages" 2>/dev/null || true' EXIT  # a failed apt step stops it too
+
 if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
   echo "setup: installing Debian's dataset-fashion-mnist"
   apt_install dataset-fashion-mnist || echo "setup: apt unavailable; fetch will try the URLs in params.yaml"
@@ -73,29 +104,7 @@ if [ "${WITH_POSTGRES:-0}" = 1 ] && ! have_postgres; then
   fi
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "setup: creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-stamp="$VENV/.requirements.sha256"
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing pinned Python packages (first time: a few minutes)"
-  # Both TensorFlow builds install the same `tensorflow` package: drop the one not pinned.
-  for build in tensorflow tensorflow-cpu; do
-    if ! grep -Eq "^$build(\[[a-z-]+\])?==" requirements.txt && "$VENV/bin/python" -m pip show -q "$build" 2>/dev/null; then
-      "$VENV/bin/python" -m pip uninstall -q -y "$build"
-    fi
-  done
-  # uv, with pip's configuration carried over, takes about 60 s where pip takes 145 s
-  # (scripts/uv_install.py says why); pip remains the fallback.
-  if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION" \
-         && "$VENV/bin/python" scripts/uv_install.py -r requirements.txt; }; then
-    echo "setup: uv unavailable or failed; installing with pip"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
-  fi
-  echo "$want" > "$stamp"
-fi
+wait "$packages" || { echo "setup: error: installing the Python packages failed (see above)" >&2; exit 1; }
 
 if [ -f scripts/build_plots_template.py ]; then
   "$VENV/bin/python" scripts/build_plots_template.py

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
         print("uv_install: needs `-r FILE` and uv in this environment", file=sys.stderr)
         return 2
     command, env = uv_command(uv, pip_settings(), requirements)
-    return subprocess.run(command, env=env).returncode
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 if __name__ == "__main__":

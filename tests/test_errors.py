@@ -41,7 +41,8 @@ SCRIPT = textwrap.dedent("""
 
 def run(case):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "."}
-    return subprocess.run([sys.executable, "-c", SCRIPT, case], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([sys.executable, "-c", SCRIPT, case], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
 
 
 @pytest.mark.parametrize("case", ["interrupt", "interrupt-in-tracing"])

@@ -455,6 +455,23 @@ def queue_tasks(project: Path) -> list[tuple[str, str]]:
             if len(f) >= 4 and f[-1] in ("Queued", "Running", "Success", "Failed")]
 
 
+class QueueWatch:
+    """``queue_tasks`` for a poll every second: DVC is asked only when its queue files changed
+    (``Queue.activity``, read without starting DVC) or the last answer is 8 s old."""
+
+    def __init__(self, project: Path):
+        from fashion_vae.search.experiments import Queue
+
+        self.project, self.queue = project, Queue(project)
+        self.seen, self.asked, self.tasks = None, 0.0, []
+
+    def __call__(self) -> list[tuple[str, str]]:
+        activity, now = self.queue.activity(), time.monotonic()
+        if activity != self.seen or now - self.asked >= 8:
+            self.seen, self.asked, self.tasks = activity, now, queue_tasks(self.project)
+        return self.tasks
+
+
 def start_driver(project: Path, log: Path, *args: str) -> subprocess.Popen:
     env = {**project_env(), "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
@@ -465,8 +482,8 @@ def start_driver(project: Path, log: Path, *args: str) -> subprocess.Popen:
 
 def wait_until(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300,
                every: float = 1) -> None:
-    """Poll ``condition`` every ``every`` seconds: 4 or more where it runs a ``dvc`` command (a
-    second of CPU each, taken from the trial it waits for); 1 where it reads a file or a git ref."""
+    """Poll ``condition`` every ``every`` seconds. A ``dvc`` command costs a second of CPU, taken from
+    the trial it waits for: conditions on the queue ask through a ``QueueWatch``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
@@ -575,8 +592,9 @@ def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_
         second = search(project, "run", "--trials", "2")
         assert one_error(second) == ("error: search/: another search driver is already running in this "
                                      "workspace; wait for it to finish")
-        wait_until(lambda: any(name.startswith("tiny-t001") and state == "Running"
-                               for name, state in queue_tasks(project)), "trial 1 running", driver, log, every=4)
+        tasks = QueueWatch(project)
+        wait_until(lambda: any(name.startswith("tiny-t001") and state == "Running" for name, state in tasks()),
+                   "trial 1 running", driver, log)
         driver.send_signal(signal.SIGINT)
         code = driver.wait(timeout=120)
     finally:
@@ -624,8 +642,8 @@ def test_a_driver_killed_with_its_queue_resumes_its_trial_without_training_a_fin
     log = tmp_path / "killed.log"
     driver = start_driver(project, log, "--trials", "2")  # trial 1 was interrupted: one more to finish
     try:
-        wait_until(lambda: ("tiny-t002-s2", "Running") in queue_tasks(project), "trial 2's second experiment",
-                   driver, log, every=4)
+        tasks = QueueWatch(project)
+        wait_until(lambda: ("tiny-t002-s2", "Running") in tasks(), "trial 2's second experiment", driver, log)
         # The machine stops: the driver, DVC's queue worker and the experiment it runs. DVC still
         # lists that experiment as running, for ever; the driver started again must see through it.
         os.kill(driver.pid, signal.SIGKILL)

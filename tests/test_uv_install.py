@@ -1,5 +1,6 @@
 """scripts/uv_install.py carries pip's configuration over to uv."""
 import importlib.util
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_uv_command_has_every_setting_and_pips_index_rule(monkeypatch):
                 "find-links": "/w", "constraint": "/c.txt", "cert": "/ca.pem", "default-timeout": "60"}
     command, env = uv_install.uv_command("/venv/bin/uv", settings, ["requirements.txt"])
     assert command[:3] == ["/venv/bin/uv", "pip", "install"]
-    pairs = list(zip(command, command[1:]))
+    pairs = list(itertools.pairwise(command))
     for pair in [("--python", sys.executable), ("--index-url", "https://mirror/simple"),
                  ("--extra-index-url", "file:///a"), ("--extra-index-url", "file:///b"), ("--find-links", "/w"),
                  ("--constraint", "/c.txt"), ("--index-strategy", "unsafe-best-match"), ("-r", "requirements.txt")]:
