@@ -180,8 +180,11 @@ def figure(results: list[dict], default: str | None = None):
             x = [sec["median"] for _, sec, _ in keep]
             ax.plot(x, [n["median"] for _, _, n in keep], marker="o", color=colours[name], label=label)
             if seeds > 1:
-                ax.fill_between(x, [n["min"] for _, _, n in keep], [n["max"] for _, _, n in keep],
-                                color=colours[name], alpha=0.2, linewidth=0)
+                low, mid, high = ([n[k] for _, _, n in keep] for k in ("min", "median", "max"))
+                ax.fill_between(x, low, high, color=colours[name], alpha=0.2, linewidth=0)
+                # and as bars: a lone point (one budget past a minute) still shows its range
+                ax.errorbar(x, mid, yerr=[[m - lo for m, lo in zip(mid, low)], [hi - m for m, hi in zip(mid, high)]],
+                            fmt="none", ecolor=colours[name], capsize=3, linewidth=1)
     final = [r for r in results if r["config"] == PLAIN and r["budget_s"] is None]
     if final:
         target = statistics.median(r["iwae_nll"] for r in final)
@@ -190,7 +193,7 @@ def figure(results: list[dict], default: str | None = None):
                        xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points",
                        fontsize=8, color="grey")
     whole.set_xscale("log")
-    whole.set_title("All configurations (log time axis; median, range over seeds shaded)")
+    whole.set_title("All configurations (log time axis; median, range over seeds)")
     zoom.set_title("The project's configurations, from 1 minute")
     for ax in (whole, zoom):
         ax.set_xlabel("training seconds (wall clock)")
