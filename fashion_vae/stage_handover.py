@@ -30,7 +30,12 @@ def hand_over_if_asked() -> None:
     if not module.startswith("stages."):
         return
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}  # the stage's own children start normally
-    request = {"module": module, "cwd": os.getcwd(), "env": env}
+    hand_over(path, {"module": module, "cwd": os.getcwd(), "env": env})
+
+
+def hand_over(path: str, request: dict) -> None:
+    """Send ``request`` and this process's standard streams to the server at ``path``, wait for the
+    run there to end, and exit as it did; Ctrl-C and SIGTERM are passed on. Never returns."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(path)

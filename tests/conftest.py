@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stage_server import HANDOVER
+from tests.stage_server import DVC_VAR, HANDOVER, path_with_shim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent  # the venv running pytest holds dvc too
 
 # A small real subset with tiny epochs, set through params.yaml like any user would.
 SMALL_PARAMS = {
-    "prepare": {"limit_train": 3000, "limit_test": 1000, "val_size": 300},
+    "prepare": {"limit_train": 1500, "limit_test": 500, "val_size": 300},
     "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "evaluate": {"iwae_samples": 16},
     "plot": {"manifold_n": 6, "samples_n": 16, "reconstructions_per_class": 1, "dpi": 60},
@@ -42,17 +42,24 @@ def project_env(handover: bool = True) -> dict[str, str]:
     )
     env.pop("PYTHONPATH", None)
     env.pop("FASHION_VAE_STAGE_SERVER", None)
+    env.pop(DVC_VAR, None)
     if handover:
         env.update(HANDOVER)  # in tests/stage_server.py: pytest may load this file twice, as two modules
+        env["PATH"] = path_with_shim(env)  # `dvc` too, wherever it is started from PATH
     return env
+
+
+def dvc_executable(env: dict[str, str]) -> str:
+    """The venv's ``dvc``, or the session's hand-over shim for it where ``env`` names one."""
+    return env.get(DVC_VAR) or str(BIN_DIR / "dvc")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     """Run a command in ``cwd`` with the project's venv on PATH; output captured as text."""
-    result = subprocess.run(
-        cmd, cwd=cwd, env=kwargs.pop("env", project_env()), capture_output=True, text=True,
-        timeout=timeout, **kwargs,
-    )
+    env = kwargs.pop("env", None) or project_env()
+    if cmd and cmd[0] == str(BIN_DIR / "dvc"):
+        cmd = [dvc_executable(env), *cmd[1:]]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -71,11 +78,11 @@ def start_queue_workers(project: Path, jobs: int, env: dict | None = None) -> No
     """
     log = project / ".dvc" / "tmp" / "queue-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = env or project_env()
     with open(log, "w") as out:
         result = subprocess.run(
-            [str(BIN_DIR / "dvc"), "queue", "start", "-j", str(jobs)], cwd=project,
-            env=env or project_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            timeout=120,
+            [dvc_executable(env), "queue", "start", "-j", str(jobs)], cwd=project,
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=120,
         )
     assert result.returncode == 0, log.read_text()
 

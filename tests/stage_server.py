@@ -18,9 +18,16 @@ Runs come two ways:
   run`` and DVC's queue start. Their standard streams come over the socket; signals they
   get are forwarded; a client that dies takes its child with it.
 
-The command line itself (``python -m stages.NAME`` as a fresh interpreter, TensorFlow's
-quiet import) is run for real by the tests that leave the variable unset (the noise and
-runtime tests, the signal and multi-worker tests).
+``dvc`` itself the same way (about 0.7 s of CPU importing DVC, celery and git libraries, of
+the 1 to 2 s a command such as ``dvc queue status`` takes; the suite runs hundreds): the
+server has imported DVC's command line too, and the session's commands find a ``dvc`` first
+on PATH (``DVC_SHIM``, written by ``StageServer``) that hands ``dvc ARGS`` over to it; the
+child runs ``dvc.cli.main(ARGS)``, what the installed ``dvc`` script runs. DVC's own
+``dvc exp exec-run`` and queue workers, started as ``dvc`` from PATH, come here too.
+
+The command line itself (``python -m stages.NAME`` and ``dvc`` as fresh interpreters,
+TensorFlow's quiet import) is run for real by the tests that leave the variables unset
+(``project_env(handover=False)``: the noise and runtime tests, the signal tests).
 """
 from __future__ import annotations
 
@@ -38,13 +45,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("fetch", "prepare", "train", "evaluate", "encode", "plot")
+# What DVC's commands import (each about 0.7 s of CPU): the command line, the repository, the
+# experiment queue (celery, kombu), git (dulwich, pygit2) and the remotes' file systems.
+DVC_MODULES = ("dvc.cli", "dvc.cli.parser", "dvc.repo", "dvc.repo.experiments", "dvc.repo.experiments.queue.celery",
+               "dvc.repo.experiments.queue.tasks", "dvc.repo.experiments.executor.local",
+               "dvc.repo.experiments.show", "dvc.repo.experiments.run", "dvc.repo.experiments.push",
+               "dvc.repo.experiments.pull", "dvc.repo.experiments.apply", "dvc.repo.reproduce", "dvc.repo.status",
+               "dvc.repo.push", "dvc.repo.pull", "dvc.repo.fetch", "dvc.repo.checkout", "dvc.repo.plots",
+               "dvc.repo.metrics.show", "dvc.repo.metrics.diff", "dvc.repo.params.show", "dvc.repo.params.diff",
+               "dvc.data_cloud", "dvc.cachemgr", "dvc.lock", "dvc.stage", "dvc.output", "dvc.dependency",
+               "dvc.compare", "dvc.render.match", "dvc_task.app", "dvc_task.proc.manager",
+               "kombu.transport.filesystem", "scmrepo.git", "scmrepo.git.backend.dulwich",
+               "scmrepo.git.backend.pygit2", "networkx", "dvc_http", "dvc_s3", "s3fs")
+DVC_SCRIPT = str(Path(sys.executable).parent / "dvc")  # the installed console script: dvc.cli.main
+DVC_VAR = "FASHION_VAE_DVC"  # the shim: fashion_vae/search runs it instead of the dvc beside its Python
 # FASHION_VAE_STAGE_SERVER, while the session's server runs (conftest.py's stage_server fixture):
 # project_env() adds it to the commands the tests start.
 HANDOVER: dict[str, str] = {}
 
 
-def _run_child(module, cwd: str, env: dict, streams: dict[int, int], rlimits: dict, tempdir: str | None) -> None:
-    """In the forked child: become ``python -m stages.NAME`` in ``cwd``, then exit with its status."""
+class DvcCli:
+    """``dvc ARGS`` as the installed console script runs it."""
+
+    __file__ = DVC_SCRIPT
+
+    def __init__(self, args: list[str]):
+        self.args = args
+
+    def main(self) -> None:
+        import logging
+
+        import dvc.logger
+        from dvc.cli import main
+
+        # What `import dvc` does in a fresh interpreter, again on this run's streams: its log
+        # handlers, and colorama's wrapper that strips colour codes when they are not a terminal.
+        for name in ("dvc", "dvc_objects", "dvc_data"):
+            logging.getLogger(name).handlers.clear()
+        dvc.logger.setup()
+        sys.exit(main(self.args))
+
+
+def _run_child(module, cwd: str, env: dict, streams: dict[int, int], rlimits: dict, tempdir: str | None,
+               argv: list[str] | None = None) -> None:
+    """In the forked child: become ``python -m stages.NAME`` (or ``dvc ARGS``) in ``cwd``, then exit
+    with its status."""
     code = 1
     try:
         os.setsid()
@@ -55,23 +100,31 @@ def _run_child(module, cwd: str, env: dict, streams: dict[int, int], rlimits: di
         os.environ.update(env)
         for fd, source in streams.items():
             os.dup2(source, fd)
-        sys.stdin = os.fdopen(0, "r")
-        sys.stdout, sys.stderr = os.fdopen(1, "w", buffering=1), os.fdopen(2, "w", buffering=1)
+        # closefd=False: a library that swaps sys.stdout (DVC's console does) may drop these objects,
+        # and collecting one must not close the run's stream under the code still writing to it
+        sys.stdin = os.fdopen(0, "r", closefd=False)
+        sys.stdout, sys.stderr = (os.fdopen(fd, "w", buffering=1, closefd=False) for fd in (1, 2))
         for kind, value in rlimits.items():
             resource.setrlimit(getattr(resource, kind), (value, value))
         if tempdir:  # the temporary directory Python chose, as if TMPDIR had been it
             import tempfile
 
             tempfile.tempdir = tempdir
-        sys.argv = [module.__file__]
+        sys.argv = argv or [module.__file__]
         module.main()
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except BaseException:  # noqa: BLE001  (what Python itself prints for an uncaught error)
+        import traceback
+
+        traceback.print_exc()
     finally:
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            # and the server's own stream objects, which libraries that set up their logging
+            # on import still hold: since dup2 above they write to this run's streams as well
+            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                stream.flush()
         finally:
             os._exit(code)
 
@@ -87,6 +140,11 @@ class Server:
                      "dvc.repo", "dvc.repo.experiments", "dvc.repo.plots", "dvc.repo.metrics.show",
                      "dvc.repo.params.show", "dvc.data_cloud", "dvc.cachemgr", "dvc.lock", "scmrepo.git", "dvc_http"):
             importlib.import_module(name)
+        for name in DVC_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # an optional remote's package: its commands import it themselves
+                pass
         self.reply = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)  # nothing else may write to the reply channel
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,13 +156,16 @@ class Server:
         self.children: dict[int, dict] = {}
         self.pending = b""
 
-    def fork(self, module: str, cwd: str, env: dict, streams: dict[int, int], rlimits=None, tempdir=None) -> int:
+    def fork(self, module: str, cwd: str, env: dict, streams: dict[int, int], rlimits=None, tempdir=None,
+             dvc_args: list[str] | None = None) -> int:
         pid = os.fork()
         if pid == 0:
             self.listener.close()
             for child in self.children.values():
                 if child["client"] is not None:
                     child["client"].close()
+            if dvc_args is not None:
+                _run_child(DvcCli(dvc_args), cwd, env, streams, {}, None, argv=[DVC_SCRIPT, *dvc_args])
             _run_child(self.modules[module], cwd, env, streams, rlimits or {}, tempdir)
         return pid
 
@@ -128,7 +189,8 @@ class Server:
             message += client.recv(1 << 20)
         request = json.loads(message)
         started = time.monotonic()
-        pid = self.fork(request["module"], request["cwd"], request["env"], dict(zip((0, 1, 2), fds)))
+        pid = self.fork(request.get("module", "dvc"), request["cwd"], request["env"], dict(zip((0, 1, 2), fds)),
+                        dvc_args=request.get("dvc"))
         for fd in fds:
             os.close(fd)
         self.children[pid] = {"started": started, "deadline": None, "client": client}
@@ -198,6 +260,29 @@ class Server:
             self.reap()
 
 
+# ``dvc`` for the session's commands: handed over to the server while one is named, else the real one.
+DVC_SHIM = '''#!{python}
+"""dvc, run by the test session's stage server (tests/stage_server.py) when one is named."""
+import os
+import sys
+
+env = dict(os.environ)
+server = env.get("FASHION_VAE_STAGE_SERVER")
+if not server:
+    os.execv({dvc!r}, [{dvc!r}, *sys.argv[1:]])
+sys.path.insert(0, {root!r})
+from fashion_vae.stage_handover import hand_over  # noqa: E402
+
+hand_over(server, {{"dvc": sys.argv[1:], "cwd": os.getcwd(), "env": env}})
+'''
+
+
+def path_with_shim(env: dict[str, str]) -> str:
+    """``env``'s PATH with the shim's directory first, when ``env`` names one."""
+    shim = env.get(DVC_VAR)
+    return f"{Path(shim).parent}{os.pathsep}{env.get('PATH', '')}" if shim else env.get("PATH", "")
+
+
 @dataclass
 class StageRun:
     """What a stage run gave: like ``subprocess.CompletedProcess``, plus time and peak memory."""
@@ -229,12 +314,17 @@ class StageServer:
         if not ready:
             raise RuntimeError(f"stage server did not start:\n{(scratch / 'server.log').read_text()[-3000:]}")
         self.count = 0
+        self.dvc_shim = scratch / "bin" / "dvc"
+        self.dvc_shim.parent.mkdir(exist_ok=True)
+        self.dvc_shim.write_text(DVC_SHIM.format(python=sys.executable, root=str(root), dvc=DVC_SCRIPT))
+        self.dvc_shim.chmod(0o755)
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
-        """``base`` with this server named: stages that DVC starts hand themselves over to it."""
+        """``base`` with this server named: stages that DVC starts hand themselves over to it, and
+        ``dvc`` found on PATH (``path_with_shim``) or named by ``DVC_VAR`` too."""
         from fashion_vae.stage_handover import ENV_VAR
 
-        return {**base, ENV_VAR: self.socket_path}
+        return {**base, ENV_VAR: self.socket_path, DVC_VAR: str(self.dvc_shim)}
 
     def run(self, stage: str, cwd: Path, env: dict[str, str], timeout: float = 300,
             rlimits: dict[str, int] | None = None, tempdir: str | None = None) -> StageRun:

@@ -247,11 +247,14 @@ def test_frontier_figure_draws_the_median_and_shades_the_range_over_seeds():
         *(frontier_point("mixture", 480, 480.0 + i, nll, seed=i) for i, nll in ((1, 253.0), (2, 252.0), (3, 255.0))),
     ]
     whole, zoom = figure(results).axes
-    lines = {line.get_label(): list(zip(line.get_xdata(), line.get_ydata())) for line in zoom.get_lines()}
+    lines = {line.get_label(): list(zip(line.get_xdata(), line.get_ydata())) for line in zoom.get_lines()
+             if not line.get_label().startswith("_")}  # not the bars' caps
     assert lines == {"mixture, 3 seeds": [(62.0, 259.0), (482.0, 253.0)]}
-    (band,) = zoom.collections  # the range over seeds, between min and max at each budget
+    band, bars = zoom.collections  # the range over seeds, between min and max at each budget: shaded, and as bars
     ys = band.get_paths()[0].vertices[:, 1]
     assert {258.0, 262.0, 252.0, 255.0} <= set(np.round(ys, 6))
+    assert [np.round(segment, 6).tolist() for segment in bars.get_segments()] == [
+        [[62.0, 258.0], [62.0, 262.0]], [[482.0, 252.0], [482.0, 255.0]]]
     assert [line.get_ydata()[0] for line in whole.get_lines() if line.get_linestyle() == ":"] == [280.0]
 
 

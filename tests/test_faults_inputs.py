@@ -77,7 +77,7 @@ def csv_with_extra_z2(ws: Workspace) -> None:
 
 
 def csv_twice_the_rows(ws: Workspace) -> None:
-    """The probe's case: 2,000 rows for 1,000 test images (index renumbered, so only the count is off)."""
+    """The probe's case: twice as many rows as test images (index renumbered, so only the count is off)."""
     header, rows = csv_lines(ws)
     doubled = [row.copy() for row in rows + rows]
     for i, row in enumerate(doubled):

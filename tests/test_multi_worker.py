@@ -36,6 +36,8 @@ MULTI_WORKER_PARAMS = copy.deepcopy(SMALL_PARAMS)
 MULTI_WORKER_PARAMS["train"].update(distribute="multi_worker", worker_timeout_s=TIMEOUT_S, threads=1)
 # 301 validation images: the last batch of 45 cannot be split evenly over 2 workers (one is left out).
 MULTI_WORKER_PARAMS["prepare"]["val_size"] = 301
+# Full global batches per epoch (the last, partial one is dropped): each is split over both workers.
+GLOBAL_STEPS = (MULTI_WORKER_PARAMS["prepare"]["limit_train"] - 301) // MULTI_WORKER_PARAMS["train"]["batch_size"]
 PYTHON = str(BIN_DIR / "python")
 STAGE = [PYTHON, "-m", "stages.train"]
 ERROR_LINE = re.compile(r"^error: .+$")
@@ -140,8 +142,7 @@ def test_two_local_workers_with_the_cluster_helper(project):
     assert "[worker 1] train: worker done, 2 epochs; the chief (worker 0) writes the outputs" in result.stderr
     assert "worker 1 exited with status" not in result.stderr  # reported only when non-zero
     assert result.stderr.strip().splitlines()[-1] == "cluster: chief (worker 0) exited with status 0"
-    # 2,700 training images / 64 = 42 global steps per epoch, each split over both workers.
-    assert re.search(r"^42/42 ", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(rf"^{GLOBAL_STEPS}/{GLOBAL_STEPS} ", result.stdout, re.MULTILINE), result.stdout
     train_loss, val_loss = loss_curve(project, "train"), loss_curve(project, "eval")
     assert len(train_loss) == 2 and train_loss[1] < train_loss[0] - 10
     assert len(val_loss) == 2 and val_loss[1] < val_loss[0]

@@ -42,7 +42,13 @@ class QueueStatus(dict):
 
 
 def dvc_command() -> str:
-    """The ``dvc`` beside the running Python (the project's venv), else the one on PATH."""
+    """The ``dvc`` beside the running Python (the project's venv), else the one on PATH.
+
+    ``FASHION_VAE_DVC`` names another: the test suite's, which runs DVC's command line in a
+    server that imported it once (tests/stage_server.py), as ``FASHION_VAE_STAGE_SERVER`` does
+    for the stages."""
+    if os.environ.get("FASHION_VAE_DVC"):
+        return os.environ["FASHION_VAE_DVC"]
     beside = Path(sys.executable).parent / "dvc"
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
