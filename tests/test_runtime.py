@@ -35,3 +35,24 @@ def test_training_dataset_has_fixed_prefetch_and_no_autotune():
     assert ds.options().autotune.enabled is False
     assert [b.shape[0] for b in ds] == [4, 4]  # full batches only when training
     assert [b.shape[0] for b in make_dataset(x, 4)] == [4, 4, 2]
+
+
+def test_the_training_log_reads_no_metric_file_back_at_each_step_without_studio(tmp_path, monkeypatch):
+    """dvclive would parse every TSV it wrote at every step for a Studio update it then drops."""
+    import dvclive.live
+
+    from stages.train import live_log
+
+    monkeypatch.delenv("DVC_STUDIO_TOKEN", raising=False)
+    monkeypatch.delenv("STUDIO_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    reads = []
+    monkeypatch.setattr(dvclive.live, "parse_metrics", lambda live: reads.append(live) or ({}, {}))
+    live = live_log(tmp_path / "log")
+    for step in range(3):
+        live.log_metric("loss", 10.0 - step)
+        live.next_step()
+    live.end()
+    assert reads == []
+    rows = (tmp_path / "log" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\tloss" and len(rows) == 4  # the curve itself is written as before
