@@ -67,8 +67,6 @@ HANDOVER: dict[str, str] = {}
 class DvcCli:
     """``dvc ARGS`` as the installed console script runs it."""
 
-    __file__ = DVC_SCRIPT
-
     def __init__(self, args: list[str]):
         self.args = args
 
@@ -134,11 +132,9 @@ class Server:
         import stages  # noqa: F401  (sets TensorFlow's CPU options before anything loads it)
 
         self.modules = {f"stages.{name}": importlib.import_module(f"stages.{name}") for name in STAGES}
-        # What the stages import once their cheap checks pass: TensorFlow (quietly, first), Keras, dvclive,
-        # and the DVC repository code dvclive's Live() loads to find the project (0.4 s of every train).
-        for name in ("fashion_vae.training", "fashion_vae.evaluation", "fashion_vae.plotting", "dvclive.keras",
-                     "dvc.repo", "dvc.repo.experiments", "dvc.repo.plots", "dvc.repo.metrics.show",
-                     "dvc.repo.params.show", "dvc.data_cloud", "dvc.cachemgr", "dvc.lock", "scmrepo.git", "dvc_http"):
+        # What the stages import once their cheap checks pass: TensorFlow (quietly, first), Keras and
+        # dvclive; then DVC, whose repository code dvclive's Live() loads too (0.4 s of every train).
+        for name in ("fashion_vae.training", "fashion_vae.evaluation", "fashion_vae.plotting", "dvclive.keras"):
             importlib.import_module(name)
         for name in DVC_MODULES:
             try:
