@@ -37,7 +37,8 @@ MULTI_WORKER_PARAMS["train"].update(distribute="multi_worker", worker_timeout_s=
 # 301 validation images: the last batch of 45 cannot be split evenly over 2 workers (one is left out).
 MULTI_WORKER_PARAMS["prepare"]["val_size"] = 301
 # Full global batches per epoch (the last, partial one is dropped): each is split over both workers.
-GLOBAL_STEPS = (MULTI_WORKER_PARAMS["prepare"]["limit_train"] - 301) // MULTI_WORKER_PARAMS["train"]["batch_size"]
+GLOBAL_STEPS = ((MULTI_WORKER_PARAMS["prepare"]["limit_train"] - MULTI_WORKER_PARAMS["prepare"]["val_size"])
+                // MULTI_WORKER_PARAMS["train"]["batch_size"])
 PYTHON = str(BIN_DIR / "python")
 STAGE = [PYTHON, "-m", "stages.train"]
 ERROR_LINE = re.compile(r"^error: .+$")
