@@ -18,7 +18,7 @@ BIN_DIR = Path(sys.executable).parent  # the venv running pytest holds dvc too
 
 # A small real subset with tiny epochs, set through params.yaml like any user would.
 SMALL_PARAMS = {
-    "prepare": {"limit_train": 1500, "limit_test": 500, "val_size": 300},
+    "prepare": {"limit_train": 900, "limit_test": 300, "val_size": 200},
     "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
     "evaluate": {"iwae_samples": 16},
     "plot": {"manifold_n": 6, "samples_n": 16, "reconstructions_per_class": 1, "dpi": 60},
@@ -180,26 +180,34 @@ def stages_run(result: subprocess.CompletedProcess) -> list[str]:
     return [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")]
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """``build(path)`` run once per test session, whichever pytest-xdist worker asks first (a file
+    lock: the others wait for it); every caller gets the same ``path``, which they must not change."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    path, done = shared / name / "project", shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            if path.parent.exists():  # a build that failed halfway
+                shutil.rmtree(path.parent)
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_pipeline(tmp_path_factory, worker_id) -> Path:
     """A project copy on the small real subset, after a full `dvc repro`.
 
-    Built once per run: under pytest-xdist the first worker to need it builds it and the
-    others wait for it (a file lock). Every test copies it before changing anything.
+    Built once per run (``built_once``). Every test copies it before changing anything.
     """
-    from filelock import FileLock
+    def build(project: Path) -> None:
+        make_project(project)
+        built = dvc(project, "repro")
+        (project.parent / "repro.out").write_text(built.stdout)  # what the build printed
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    project, done = shared / "small-pipeline" / "project", shared / "small-pipeline.done"
-    with FileLock(str(shared / "small-pipeline.lock")):
-        if not done.exists():
-            if project.exists():  # a build that failed halfway
-                shutil.rmtree(project.parent)
-            make_project(project)
-            built = dvc(project, "repro")
-            (shared / "small-pipeline.repro.out").write_text(built.stdout)  # what the build printed
-            done.touch()
-    return project
+    return built_once(tmp_path_factory, worker_id, "small-pipeline", build)
 
 
 def copy_of(project: Path, dest: Path) -> Path:

@@ -62,6 +62,7 @@ DVC_VAR = "FASHION_VAE_DVC"  # the shim: fashion_vae/search runs it instead of t
 # FASHION_VAE_STAGE_SERVER, while the session's server runs (conftest.py's stage_server fixture):
 # project_env() adds it to the commands the tests start.
 HANDOVER: dict[str, str] = {}
+CPU_LOG = os.environ.get("FASHION_VAE_STAGE_CPU_LOG")  # a file: one JSON line of CPU and wall time per run
 
 
 class DvcCli:
@@ -175,7 +176,8 @@ class Server:
                         request.get("rlimits"), request.get("tempdir"))
         for fd in (out, err, devnull):
             os.close(fd)
-        self.children[pid] = {"started": started, "deadline": started + request["timeout"], "client": None}
+        self.children[pid] = {"started": started, "deadline": started + request["timeout"], "client": None,
+                              "what": f"test stages.{request['stage']}", "cwd": request["cwd"]}
 
     def from_client(self) -> None:
         """A ``python -m stages.NAME`` handing itself over: its streams came with the request."""
@@ -189,7 +191,9 @@ class Server:
                         dvc_args=request.get("dvc"))
         for fd in fds:
             os.close(fd)
-        self.children[pid] = {"started": started, "deadline": None, "client": client}
+        what = "dvc " + " ".join(request["dvc"][:2]) if request.get("dvc") is not None else request.get("module")
+        self.children[pid] = {"started": started, "deadline": None, "client": client, "what": what,
+                              "cwd": request["cwd"]}
         self.selector.register(client, selectors.EVENT_READ, pid)
 
     def from_client_connection(self, client: socket.socket, pid: int) -> None:
@@ -217,6 +221,10 @@ class Server:
             if not waited:
                 continue
             del self.children[pid]
+            if CPU_LOG:  # where the session's CPU goes, run by run (docs/performance.md, "The test suite")
+                with open(CPU_LOG, "a") as log:
+                    log.write(json.dumps({"what": child["what"], "cwd": child["cwd"], "wall": round(now - child["started"], 2),
+                                          "cpu": round(usage.ru_utime + usage.ru_stime, 2)}) + "\n")
             client = child["client"]
             if client is None:
                 print(json.dumps({

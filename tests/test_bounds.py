@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from fashion_vae import params
-from tests.conftest import REPO_ROOT, make_project, project_env
+from tests.conftest import REPO_ROOT, built_once, make_project, project_env
 
 pytestmark = pytest.mark.e2e
 
@@ -74,15 +74,18 @@ def test_every_numeric_key_has_finite_bounds_the_test_can_run():
             assert rule.check(value) is not None, f"{section}.{key}: its own {which} {value!r} is refused"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, raw_dir, stage_server) -> Path:
-    """A tiny project with every stage's inputs: raw data, prepared splits, a model, its latent CSV."""
-    root = make_project(tmp_path_factory.mktemp("bounds") / "base", TINY, commit=False)
-    shutil.copytree(raw_dir, root / "data" / "raw")
-    for stage in ("prepare", "train", "encode"):
-        result = stage_server.run(stage, root, project_env())
-        assert result.returncode == 0, result.stderr
-    return root
+@pytest.fixture(scope="session")
+def base(tmp_path_factory, worker_id, raw_dir, stage_server) -> Path:
+    """A tiny project with every stage's inputs: raw data, prepared splits, a model, its latent CSV.
+    Built once for all workers; each case runs in a hard-linked copy."""
+    def build(root: Path) -> None:
+        make_project(root, TINY, commit=False)
+        shutil.copytree(raw_dir, root / "data" / "raw")
+        for stage in ("prepare", "train", "encode"):
+            result = stage_server.run(stage, root, project_env())
+            assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, worker_id, "bounds-base", build)
 
 
 def workspace_copy(base: Path, dest: Path) -> Path:

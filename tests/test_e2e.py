@@ -64,7 +64,7 @@ def project(small_pipeline, tmp_path_factory) -> Path:
 
 
 def test_repro_runs_all_six_stages(project, small_pipeline):
-    built = (small_pipeline.parent.parent / "small-pipeline.repro.out").read_text()  # what that `dvc repro` printed
+    built = (small_pipeline.parent / "repro.out").read_text()  # what that `dvc repro` printed
     assert stages_run(subprocess.CompletedProcess([], 0, built, "")) == ALL_STAGES
     for name in OUTPUTS:
         assert (project / name).is_file(), name

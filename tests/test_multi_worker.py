@@ -34,8 +34,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("multi_worker")]
 TIMEOUT_S = 20
 MULTI_WORKER_PARAMS = copy.deepcopy(SMALL_PARAMS)
 MULTI_WORKER_PARAMS["train"].update(distribute="multi_worker", worker_timeout_s=TIMEOUT_S, threads=1)
-# 301 validation images: the last batch of 45 cannot be split evenly over 2 workers (one is left out).
-MULTI_WORKER_PARAMS["prepare"]["val_size"] = 301
+# An odd number of validation images: the last batch cannot be split evenly over 2 workers (one is left out).
+MULTI_WORKER_PARAMS["prepare"]["val_size"] = SMALL_PARAMS["prepare"]["val_size"] + 1
+assert MULTI_WORKER_PARAMS["prepare"]["val_size"] % MULTI_WORKER_PARAMS["train"]["batch_size"] % 2 == 1
 # Full global batches per epoch (the last, partial one is dropped): each is split over both workers.
 GLOBAL_STEPS = ((MULTI_WORKER_PARAMS["prepare"]["limit_train"] - MULTI_WORKER_PARAMS["prepare"]["val_size"])
                 // MULTI_WORKER_PARAMS["train"]["batch_size"])
