@@ -311,7 +311,7 @@ def orphan_driver(queue, logged):
 
     driver = Driver(validate(TINY_SEARCH, params_raw()), "sqlite:///x.db", Path("."), queue, log=logged.append)
     trial = type("Trial", (), {"params": {"model.beta": 0.7, "train.learning_rate": 0.002, "model.prior": "mixture"}})()
-    driver.in_flight = [InFlight(trial, {1: "tiny-t000-s1", 2: "tiny-t000-s2"})]
+    driver.in_flight = [InFlight(trial, {1: "tiny-t000-s1", 2: "tiny-t000-s2"}, driver.space.params_of(trial.params))]
     return driver
 
 
@@ -365,6 +365,20 @@ def test_a_running_experiment_whose_run_has_stopped_is_queued_again_after_three_
                                             r"tiny-t000-s1` and `dvc queue remove tiny-t000-s1`, then"):
         for _ in range(ORPHAN_POLLS):
             stuck.orphaned(stale, WAITING, alive=0)
+
+
+def test_ctrl_c_stops_an_experiment_that_started_while_the_one_before_it_was_stopped():
+    """The queued experiment was taken by the worker (the running one had just ended) between DVC's
+    answer and the removal: the next look finds it running and stops it too."""
+    s1_done_s2_started = STATUS_TEXT.replace("tiny-t000-s1  12:07 AM Running", "tiny-t000-s1  12:07 AM Success") \
+        .replace("tiny-t000-s2  12:07 AM Queued", "tiny-t000-s2  12:07 AM Running")
+    nothing_left = "\n".join(line for line in STATUS_TEXT.splitlines() if "tiny-t000" not in line)
+    queue = RecordingQueue([STATUS_TEXT, s1_done_s2_started, nothing_left], done={"tiny-t000-s1": {"rev": "abc"}})
+    driver = orphan_driver(queue, [])
+    assert driver.stop_unfinished() == 1  # s2; s1 had finished
+    assert [c for c in queue.calls if c[0] in ("remove", "kill")] == [
+        ("remove", ["tiny-t000-s2"]), ("kill", ["tiny-t000-s1"]), ("remove", []),
+        ("remove", []), ("kill", ["tiny-t000-s2"]), ("remove", ["tiny-t000-s2"])]
 
 
 # -- the CLI and a real study ---------------------------------------------------------------------------
@@ -686,6 +700,63 @@ def test_a_driver_killed_with_its_queue_resumes_its_trial_without_training_a_fin
     assert rows[2][1].startswith("fail") and rows[2][-1].rstrip(" |") == "interrupted (Ctrl-C)"
     assert rows[0][-2] == f"{shown['tiny-t000-s1']['metrics']['iwae_nll']:.2f}"
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+def test_a_rerun_of_a_finished_trial_over_other_seeds_is_recorded_and_not_run_twice(project, tmp_path, monkeypatch,
+                                                                                     capsys):
+    from fashion_vae.search.__main__ import main
+
+    # Refused with one line before anything is queued (in this process: the command line is the same).
+    monkeypatch.chdir(project)
+    before = queue_tasks(project)
+    for args, expect in [
+        (["99"], r"^error: trial 99 does not exist; only completed trials can be re-run$"),
+        (["1"], r"^error: trial 1 failed; only completed trials can be re-run$"),
+        (["0", "--set", "model.dropout=0.1"], r"^error: --set: params\.yaml has no key model\.dropout$"),
+        (["0", "--set", "train.epochs=0"], r"^error: --set: trial 0's params with these values are outside what "
+                                           r"params\.yaml accepts \(train\.epochs = 0 is invalid"),
+        (["0", "--set", "train.seed=3"], r"^error: --set train\.seed: the seeds are --seeds, not an override$"),
+        (["0", "--set", "train.epochs"], r"^error: --set 'train\.epochs': expected KEY=VALUE"),
+        (["0", "--tag", "A B"], r"^error: --tag 'A B' is invalid"),
+        (["0", "--seeds", "5", "5"], r"^error: --seeds 5 5: a seed is given twice$"),
+    ]:
+        assert main(["rerun", *args]) == 1, args
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.splitlines()) == 1, (args, captured)
+        assert re.search(expect, captured.err.strip()), (args, captured.err)
+    assert queue_tasks(project) == before
+
+    # Trial 0 again with another seed and K = 2 for its scoring: one new experiment, recorded in the study.
+    args = ("rerun", "0", "--seeds", "3", "--set", "evaluate.iwae_samples=2", "--tag", "k2", "--poll", POLL)
+    result = search(project, *args, check=True)
+    assert "search: re-run of trial 0 (k2) done:" in result.stdout, result.stdout
+    shown = shown_experiments(project, expect={"tiny-t000-k2-s3"})
+    trial = study(project).get_trials()[0]
+    from fashion_vae.search.space import decode_choice
+
+    wanted = {**trial.params, **TINY_SEARCH["study"]["fixed"], "evaluate.iwae_samples": 2, "train.seed": 3}
+    for key, value in wanted.items():
+        section, field = key.split(".")
+        assert shown["tiny-t000-k2-s3"]["params"][section][field] == decode_choice(value), key
+    record = study(project).user_attrs["rerun:000-k2"]
+    metrics = shown["tiny-t000-k2-s3"]["metrics"]
+    assert record["per_seed"]["3"]["iwae_nll"] == metrics["iwae_nll"]
+    assert record["per_seed"]["3"]["knn5"] == metrics["knn"]["k5"]
+    assert record["set"] == {"evaluate.iwae_samples": 2} and record["experiments"] == {"3": "tiny-t000-k2-s3"}
+
+    # The same command again: recorded, so nothing is queued or trained.
+    again = search(project, *args, check=True)
+    assert "search: re-run of trial 0 (k2) is already recorded" in again.stdout, again.stdout
+    assert [name for name, _ in queue_tasks(project)].count("tiny-t000-k2-s3") == 1
+    assert shown_experiments(project)["tiny-t000-k2-s3"]["rev"] == shown["tiny-t000-k2-s3"]["rev"]
+
+    # The report lists it beside the trials.
+    out = tmp_path / "report"
+    search(project, "report", "--out", str(out), check=True)
+    reruns = json.loads((out / "study.json").read_text())["reruns"]
+    assert [(r["trial"], r["tag"], r["iwae_nll"]["median"]) for r in reruns] == [(0, "k2", metrics["iwae_nll"])]
+    assert "`tiny-t000-k2-s3`" in (out / "reruns.md").read_text()
 
 
 @pytest.mark.browser

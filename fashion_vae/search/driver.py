@@ -15,6 +15,7 @@ sampler is re-seeded from the number of trials before every ask.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -40,6 +41,7 @@ DEFINITION = "definition"  # study attribute: what a trial means (space, seeds, 
 RECHECK_S = 300  # asks DVC at least this often, whatever its files say
 ORPHAN_POLLS = 3  # looks in a row at a "Running" experiment whose run is gone before it is queued again
 ORPHAN_S = 30  # ... and seconds, while a queue worker lives that may still be collecting its results
+STOP_ROUNDS = 3  # looks at the queue on Ctrl-C until none of this driver's experiments is queued or running
 # Changes the workspace may hold that every trial's baseline may include: pipeline results.
 RESULT_FILES = ("dvc.lock", "metrics/")
 
@@ -91,6 +93,7 @@ class InFlight:
 
     trial: object  # optuna.trial.Trial
     names: dict[int, str]
+    values: dict  # the params.yaml values every seed's experiment gets (train.seed aside)
     results: dict[int, dict] = field(default_factory=dict)
     error: str | None = None
 
@@ -157,7 +160,7 @@ class Driver:
         trial.set_user_attr(WORKSPACE, self.me)
         trial.set_user_attr("machine", machine_description())
         trial.set_user_attr(EXPERIMENTS, {str(seed): name for seed, name in names.items()})
-        flight = InFlight(trial, names)
+        flight = InFlight(trial, names, self.space.params_of(trial.params))
         self.queue_missing(flight, {}, {})  # a new trial number: none of its names can be queued yet
         self.log(f"search: trial {trial.number}: {self.describe(trial.params)} -> {', '.join(names.values())}")
         return flight
@@ -176,7 +179,7 @@ class Driver:
         for frozen in mine:
             trial = optuna_trial(study, frozen)
             names = {int(seed): name for seed, name in frozen.user_attrs[EXPERIMENTS].items()}
-            flight = InFlight(trial, names)
+            flight = InFlight(trial, names, self.space.params_of(frozen.params))
             self.queue_missing(flight, states, done)
             self.in_flight.append(flight)
             self.log(f"search: resuming trial {frozen.number} ({len(flight.results)} of {len(names)} "
@@ -184,12 +187,11 @@ class Driver:
 
     def queue_missing(self, flight: InFlight, states: dict[str, str], done: dict[str, dict]) -> None:
         """Read the trial's finished experiments; queue those DVC has neither finished nor queued."""
-        values = self.space.params_of(flight.trial.params)
         for seed, name in flight.names.items():
             if name in done:
                 flight.results[seed] = done[name]
             elif name not in states:  # DVC's queue knows nothing of it: never queued, or dropped
-                self.queue.enqueue(name, {**values, SEED_KEY: seed}, self.space.targets)
+                self.queue.enqueue(name, {**flight.values, SEED_KEY: seed}, self.space.targets)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -305,31 +307,25 @@ class Driver:
                                 "command again")
         done = self.queue.experiments()  # one that finished just as its machine stopped has its result
         for flight in self.in_flight:
-            values = self.space.params_of(flight.trial.params)
             for seed, name in flight.names.items():
                 if name in orphans and name in done:
                     flight.results[seed] = done[name]
                 elif name in orphans:
-                    self.queue.enqueue(name, {**values, SEED_KEY: seed}, self.space.targets)
+                    self.queue.enqueue(name, {**flight.values, SEED_KEY: seed}, self.space.targets)
         return True
 
     def tell(self, study, flight: InFlight) -> None:
         from optuna.trial import TrialState
 
         trial = flight.trial
-        per_seed = {}
-        try:
-            for seed, result in flight.results.items():
-                per_seed[str(seed)] = {**objectives(result["metrics"]), "rev": result["rev"]}
-        except KeyError as err:
-            flight.error = flight.error or f"{flight.names[seed]}: {err.args[0]}"
+        per_seed = seed_objectives(flight)
         trial.set_user_attr(PER_SEED, per_seed)
         if flight.error:
             trial.set_user_attr(ERROR, flight.error)
             study.tell(trial, state=TrialState.FAIL)
             self.log(f"search: trial {trial.number} failed: {flight.error}")
             return
-        values = [statistics.median(r[name] for r in per_seed.values()) for name, _, _ in OBJECTIVES]
+        values = medians(per_seed)
         study.tell(trial, values)
         if self.push:
             self.queue.push(self.push, list(flight.names.values()))
@@ -343,17 +339,7 @@ class Driver:
         from optuna.trial import TrialState
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up runs to its end
-        states = self.queue.status()
-        names = [n for f in self.in_flight for s, n in f.names.items() if s not in f.results]
-        queued = [n for n in names if states.get(n) == exps.QUEUED]
-        running = [n for n in names if states.get(n) == exps.RUNNING]
-        # Queued ones first: killing a running task with others behind it can leave the next one stuck.
-        self.queue.remove(queued)
-        self.queue.kill(running)
-        self.queue.stop_workers()
-        self.queue.wait_until_stopped(running)
-        finished_meanwhile = set(self.queue.experiments()) & set(running)  # ended before the kill landed
-        self.queue.remove([n for n in running if n not in finished_meanwhile])
+        removed = self.stop_unfinished()
         for flight in self.in_flight:
             flight.trial.set_user_attr(INTERRUPTED, True)
             flight.trial.set_user_attr(ERROR, "interrupted (Ctrl-C)")
@@ -362,14 +348,53 @@ class Driver:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         kept = sum(len(t.user_attrs.get(EXPERIMENTS, {})) for t in complete)
         failed = ", ".join(str(f.trial.number) for f in self.in_flight) or "none"
-        removed = len(queued) + len(running) - len(finished_meanwhile)
         print(f"error: interrupted (Ctrl-C); kept {len(complete)} completed trials and their {kept} experiments "
               f"in {safe_url(self.storage_url)}; marked trial(s) {failed} failed and removed "
               f"{removed} unfinished experiment(s); run the same command to continue", file=sys.stderr)
         return 130
 
+    def stop_unfinished(self) -> int:
+        """Remove this driver's queued experiments and stop its running ones; return how many went.
+
+        Looked at again after each round: a task that was queued when DVC was asked may have been
+        started meanwhile (the one before it ended), and is then stopped in the next round."""
+        names = [n for f in self.in_flight for s, n in f.names.items() if s not in f.results]
+        gone: set[str] = set()
+        for attempt in range(STOP_ROUNDS):
+            states = self.queue.status()
+            queued = [n for n in names if states.get(n) == exps.QUEUED]
+            running = [n for n in names if states.get(n) == exps.RUNNING]
+            if not queued and not running:
+                break
+            # Queued ones first: killing a running task with others behind it can leave the next one stuck.
+            self.queue.remove(queued)
+            self.queue.kill(running)
+            if attempt == 0:
+                self.queue.stop_workers()
+            self.queue.wait_until_stopped(running)
+            finished_meanwhile = set(self.queue.experiments()) & set(running)  # ended before the kill landed
+            self.queue.remove([n for n in running if n not in finished_meanwhile])
+            gone |= set(queued) | (set(running) - finished_meanwhile)
+        return len(gone)
+
     def describe(self, suggested: dict) -> str:
         return ", ".join(f"{key}={value}" for key, value in self.space.params_of(suggested).items())
+
+
+def seed_objectives(flight: InFlight) -> dict[str, dict]:
+    """Seed -> the objectives and rev of each finished experiment; a missing metric fails the flight."""
+    per_seed = {}
+    try:
+        for seed, result in flight.results.items():
+            per_seed[str(seed)] = {**objectives(result["metrics"]), "rev": result["rev"]}
+    except KeyError as err:
+        flight.error = flight.error or f"{flight.names[seed]}: {err.args[0]}"
+    return per_seed
+
+
+def medians(per_seed: dict[str, dict]) -> list[float]:
+    """Each objective's median over the seeds, in OBJECTIVES' order."""
+    return [statistics.median(r[name] for r in per_seed.values()) for name, _, _ in OBJECTIVES]
 
 
 def optuna_trial(study, frozen):
@@ -398,27 +423,24 @@ def check_workspace(queue: exps.Queue) -> str | None:
 def run(space: SearchSpace, storage_url: str, root: Path, trials: int | None = None, jobs: int | None = None,
         push: str | None = None, poll_s: float = 10.0) -> int:
     """``python -m fashion_vae.search run``: one driver per workspace (and per SQLite file)."""
+    queue = exps.Queue(root)
+    with driving(root, storage_url, queue) as storage:
+        return Driver(space, storage_url, root, queue, trials, jobs, push, poll_s).run(storage)
+
+
+@contextlib.contextmanager
+def driving(root: Path, storage_url: str, queue: exps.Queue):
+    """The storage, opened while this workspace (and a SQLite file elsewhere) has no other driver,
+    and after the workspace is checked: one driver per workspace and per SQLite file."""
     from fashion_vae.search.storage import open_storage
 
-    queue = exps.Queue(root)
     note = check_workspace(queue)
     if note:
         print(note)
-    locks = [root / STATE_DIR]
     db = sqlite_path(storage_url)
-    if db is not None and (root / db).resolve().parent != (root / STATE_DIR).resolve():
-        locks.append((root / db).parent)  # a SQLite file elsewhere: one driver at a time on it too
-    with atomic.exclusive_lock(locks[0], "another search driver"):
-        with (atomic.exclusive_lock(locks[1], f"another search driver (on {db})") if len(locks) > 1
-              else _nothing()):
-            storage = open_storage(storage_url)
-            driver = Driver(space, storage_url, root, queue, trials, jobs, push, poll_s)
-            return driver.run(storage)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(atomic.exclusive_lock(root / STATE_DIR, "another search driver"))
+        if db is not None and (root / db).resolve().parent != (root / STATE_DIR).resolve():
+            # A SQLite file elsewhere: one driver at a time on it too.
+            locks.enter_context(atomic.exclusive_lock((root / db).parent, f"another search driver (on {db})"))
+        yield open_storage(storage_url)

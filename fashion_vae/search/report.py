@@ -4,8 +4,9 @@ Read from Optuna's storage alone (no DVC needed), so any machine sharing the dat
 write it: ``study.json`` (every trial's params, seeds, per-seed metrics, experiment names,
 state and error), ``front.png`` (every completed trial at its median over seeds, the range
 over seeds as error bars, the front highlighted, params.yaml's current values marked) and
-``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``) and
-``trials.md`` (every trial, a row per seed, failures with their error line).
+``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``),
+``trials.md`` (every trial, a row per seed, failures with their error line) and ``reruns.md``
+(the trials run again with ``rerun``: their overrides, seeds, medians and ranges).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from fashion_vae import atomic, params
 from fashion_vae.errors import PipelineError
+from fashion_vae.search import rerun
 from fashion_vae.search.driver import DEFINITION, ERROR, EXPERIMENTS, INTERRUPTED, PER_SEED, WORKSPACE
 from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, lookup
 from fashion_vae.search.storage import quiet_optuna, safe_url
@@ -118,6 +120,21 @@ def trials_table(records: list[dict], space: SearchSpace, front: list[dict]) -> 
     return "\n".join(lines) + "\n"
 
 
+def reruns_table(reruns: list[dict]) -> str:
+    """The re-runs: which trial, what was changed, and the median and range over their seeds."""
+    header = ["trial", "tag", "changed", "seeds", "iwae_nll median [min, max]", "5-NN median [min, max]",
+              "experiments (dvc exp apply NAME)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in reruns:
+        changed = ", ".join(f"{k}={_cell(v)}" for k, v in r["set"].items()) or "nothing"
+        scores = ([spread_text(r["iwae_nll"], 2), spread_text(r["knn5"], 4)] if "iwae_nll" in r
+                  else [f"failed: {r.get('error', '')}", ""])
+        cells = [str(r["trial"]), r["tag"], changed, ", ".join(r["experiments"]), *scores,
+                 ", ".join(f"`{n}`" for n in r["experiments"].values())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(decode_choice(value))
 
@@ -182,11 +199,13 @@ def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
         "front": [r["number"] for r in front],
         "params_yaml_trials": defaults,
         "trials": records,
+        "reruns": rerun.records(study),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "study.json", json.dumps(record, indent=2) + "\n")
     atomic.write_text(out / "front.md", front_table(front, space, defaults))
     atomic.write_text(out / "trials.md", trials_table(records, space, front))
+    atomic.write_text(out / "reruns.md", reruns_table(record["reruns"]))
     fig = figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed trials, "
                                             f"median and range over {len(space.seeds)} seeds")
     import io

@@ -130,7 +130,7 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _params_key(raw_params: dict, key: Any, source: str, where: str) -> str:
+def params_key(raw_params: dict, key: Any, source: str, where: str) -> str:
     if not isinstance(key, str) or key.count(".") != 1:
         raise _fail(source, where, f"{params.quote(key)} is not a params.yaml key; expected section.name")
     section, name = key.split(".")
@@ -139,7 +139,7 @@ def _params_key(raw_params: dict, key: Any, source: str, where: str) -> str:
     return key
 
 
-def _accepted(raw_params: dict, values: dict[str, Any], source: str, where: str, subject: str) -> None:
+def check_accepted(raw_params: dict, values: dict[str, Any], source: str, where: str, subject: str) -> None:
     """``values`` must pass params.yaml's validation (what a stage would check first)."""
     try:
         params.validate(with_values(raw_params, values), params.PARAMS_FILE)
@@ -182,10 +182,10 @@ def _study(raw: Any, raw_params: dict, source: str) -> dict:
     if not isinstance(fixed, dict):
         raise _fail(source, "study.fixed", f"{params.quote(fixed)} is invalid; expected {STUDY_KEYS['fixed']}")
     for key in fixed:
-        _params_key(raw_params, key, source, f"study.fixed.{key}")
+        params_key(raw_params, key, source, f"study.fixed.{key}")
         if key == SEED_KEY:
             raise _fail(source, f"study.fixed.{key}", "the seeds are study.seeds; remove it here")
-    _accepted(raw_params, fixed, source, "study.fixed", "these values are")
+    check_accepted(raw_params, fixed, source, "study.fixed", "these values are")
     targets = raw.get("targets", OPTIONAL_STUDY_KEYS["targets"])
     if not isinstance(targets, list) or not all(t in STAGES for t in targets):
         raise _fail(source, "study.targets", f"{params.quote(targets)} is invalid; expected a list of stages "
@@ -204,7 +204,7 @@ def _study(raw: Any, raw_params: dict, source: str) -> dict:
 
 def _dimension(key: str, spec: Any, raw_params: dict, fixed: dict, source: str) -> Dimension:
     where = f"space.{key}"
-    _params_key(raw_params, key, source, where)
+    params_key(raw_params, key, source, where)
     if key == SEED_KEY:
         raise _fail(source, where, "the seeds are study.seeds, not a searched key")
     if key in fixed:
@@ -229,7 +229,7 @@ def _dimension(key: str, spec: Any, raw_params: dict, fixed: dict, source: str) 
             raise _fail(source, f"{where}.choices", f"{params.quote(choices)} is invalid; expected distinct "
                         "numbers, strings or lists of numbers")
         for choice in choices:
-            _accepted(raw_params, {**fixed, key: choice}, source, f"{where}.choices", f"choice {params.quote(choice)} is")
+            check_accepted(raw_params, {**fixed, key: choice}, source, f"{where}.choices", f"choice {params.quote(choice)} is")
         return Dimension(key, kind, choices=tuple(choices))
     if set(spec) - {"kind", "low", "high"} or "low" not in spec or "high" not in spec:
         raise _fail(source, where, f"a {kind} key has low and high, not choices")
@@ -245,7 +245,7 @@ def _dimension(key: str, spec: Any, raw_params: dict, fixed: dict, source: str) 
         raise _fail(source, f"{where}.low", f"{low} is invalid for a log-float range; expected a number > 0")
     ends = (low, high) if kind == "int" else (float(low), float(high))
     for bound, value in zip(("low", "high"), ends):
-        _accepted(raw_params, {**fixed, key: value}, source, f"{where}.{bound}", f"{bound} = {value} is")
+        check_accepted(raw_params, {**fixed, key: value}, source, f"{where}.{bound}", f"{bound} = {value} is")
     return Dimension(key, kind, low=ends[0], high=ends[1])
 
 
