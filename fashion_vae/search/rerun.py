@@ -79,11 +79,13 @@ class Rerunner(Driver):
     """The driver's queue handling (adopting, orphans, workers); what finishes is recorded, not told."""
 
     def __init__(self, space: SearchSpace, storage_url: str, root: Path, queue: exps.Queue, numbers: list[int],
-                 overrides: dict[str, Any], seeds: list[int], tag: str, push: str | None, poll_s: float, log=print):
+                 overrides: dict[str, Any], seeds: list[int], tag: str, push: str | None, poll_s: float,
+                 raw: dict, log=print):
         super().__init__(space, storage_url, root, queue, jobs=space.jobs, push=push, poll_s=poll_s, log=log)
         self.numbers, self.overrides, self.seeds, self.tag = numbers, overrides, seeds, tag
+        self.raw = raw  # the parsed params.yaml the overridden values are checked against
 
-    def flights(self, study, raw: dict) -> list[InFlight]:
+    def flights(self, study) -> list[InFlight]:
         """The re-runs to do: each named trial's params with the overrides, if not recorded yet."""
         from optuna.trial import TrialState
 
@@ -95,7 +97,7 @@ class Rerunner(Driver):
                 state = "does not exist" if trial is None else STATE_TEXT.get(trial.state.name, trial.state.name.lower())
                 raise PipelineError(f"trial {number} {state}; only completed trials can be re-run")
             values = {**self.space.params_of(trial.params), **self.overrides}
-            check_accepted(raw, values, "--set", "", f"trial {number}'s params with these values are")
+            check_accepted(self.raw, values, "--set", "", f"trial {number}'s params with these values are")
             if record_key(number, self.tag) in study.user_attrs:
                 self.log(f"search: re-run of trial {number} ({self.tag}) is already recorded; give --tag another "
                          "name to run it again")
@@ -104,14 +106,14 @@ class Rerunner(Driver):
             wanted.append(InFlight(trial, names, values))
         return wanted
 
-    def run(self, storage, raw: dict) -> int:
+    def run(self, storage) -> int:
         try:
             study = quiet_optuna().load_study(study_name=self.space.name, storage=storage)
         except KeyError:
             raise PipelineError(f"no study named {self.space.name!r} in {safe_url(self.storage_url)}; "
                                 "run python -m fashion_vae.search run first") from None
         try:
-            wanted = self.flights(study, raw)
+            wanted = self.flights(study)
             if not wanted:
                 return 0
             states = self.queue.status()
@@ -175,7 +177,7 @@ def rerun(space: SearchSpace, storage_url: str, root: Path, numbers: list[int], 
     chosen = rerun_seeds(space.seeds, seeds)
     queue = exps.Queue(root)
     with driving(root, storage_url, queue) as storage:
-        return Rerunner(space, storage_url, root, queue, numbers, overrides, chosen, tag, push, poll_s).run(storage, raw)
+        return Rerunner(space, storage_url, root, queue, numbers, overrides, chosen, tag, push, poll_s, raw).run(storage)
 
 
 def records(study) -> list[dict]:
