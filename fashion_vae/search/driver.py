@@ -397,6 +397,16 @@ def medians(per_seed: dict[str, dict]) -> list[float]:
     return [statistics.median(r[name] for r in per_seed.values()) for name, _, _ in OBJECTIVES]
 
 
+def spreads(per_seed: dict[str, dict]) -> dict[str, dict]:
+    """Each objective's median, min and max over the seeds that have it (none: left out)."""
+    out = {}
+    for name, _, _ in OBJECTIVES:
+        values = [seed[name] for seed in per_seed.values() if name in seed]
+        if values:
+            out[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return out
+
+
 def optuna_trial(study, frozen):
     """A live ``Trial`` for a stored running trial, so it can be told (Optuna's ask-and-tell)."""
     import optuna

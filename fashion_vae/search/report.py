@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import statistics
 from pathlib import Path
 
 from fashion_vae import atomic, params
 from fashion_vae.errors import PipelineError
 from fashion_vae.search import rerun
-from fashion_vae.search.driver import DEFINITION, ERROR, EXPERIMENTS, INTERRUPTED, PER_SEED, WORKSPACE
+from fashion_vae.search.driver import (
+    DEFINITION,
+    ERROR,
+    EXPERIMENTS,
+    INTERRUPTED,
+    PER_SEED,
+    WORKSPACE,
+    spreads,
+)
 from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, lookup
 from fashion_vae.search.storage import quiet_optuna, safe_url
 
@@ -49,10 +56,7 @@ def trial_record(trial, space: SearchSpace) -> dict:
         "finished": trial.datetime_complete.isoformat(timespec="seconds") if trial.datetime_complete else None,
         "default": bool(trial.user_attrs.get("default")),
     }
-    for name, _, _ in OBJECTIVES:
-        values = [seed[name] for seed in per_seed.values() if name in seed]
-        if values:
-            record[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    record.update(spreads(per_seed))
     if trial.user_attrs.get(ERROR):
         record["error"] = trial.user_attrs[ERROR]
     if trial.user_attrs.get(INTERRUPTED):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import signal
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,14 @@ from fashion_vae import params
 from fashion_vae.errors import PipelineError
 from fashion_vae.search import experiments as exps
 from fashion_vae.search.driver import (
-    Driver, InFlight, driving, machine_description, medians, seed_objectives, storage_errors,
+    Driver,
+    InFlight,
+    driving,
+    machine_description,
+    medians,
+    seed_objectives,
+    spreads,
+    storage_errors,
 )
 from fashion_vae.search.space import OBJECTIVES, SEED_KEY, SearchSpace, check_accepted, params_key
 from fashion_vae.search.storage import quiet_optuna, safe_url
@@ -185,9 +191,7 @@ def records(study) -> list[dict]:
     out = []
     for key in sorted(k for k in study.user_attrs if k.startswith(RERUN_PREFIX)):
         record = dict(study.user_attrs[key])
-        for name, _, _ in OBJECTIVES:
-            values = [seed[name] for seed in record.get("per_seed", {}).values() if name in seed]
-            if values and "error" not in record:
-                record[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        if "error" not in record:
+            record.update(spreads(record.get("per_seed", {})))
         out.append(record)
     return out
