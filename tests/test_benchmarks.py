@@ -264,3 +264,41 @@ def test_frontier_append_skips_the_runs_it_already_has():
 
     assert done_key(frontier_point(PLAIN, 60, 60.0, 300.0, seed=7)) == (PLAIN, None, 7)  # one run per seed
     assert done_key(frontier_point("mixture", 480, 479.0, 253.0, seed=7)) == ("mixture", 480, 7)
+
+
+def test_equal_time_epochs_never_exceed_the_references_time():
+    from benchmarks.equal_time import equal_epochs
+
+    assert equal_epochs(40, 1206.0, 2736.0) == 17  # 40 * 0.4408 = 17.6: the 18th epoch would take longer
+    assert equal_epochs(40, 2736.0, 2736.0) == 40  # the reference itself, despite float rounding
+    assert equal_epochs(40, 684.0, 2736.0) == 10
+    assert equal_epochs(40, 10.0, 2736.0) == 1  # at least one epoch
+    for speed in (500.0, 1206.0, 2000.0, 2735.9):
+        epochs = equal_epochs(40, speed, 2736.0)
+        assert epochs / speed <= 40 / 2736.0 < (epochs + 1) / speed
+
+
+def test_equal_time_reads_each_trials_params_and_refuses_a_missing_trial_in_one_line():
+    import optuna
+
+    from benchmarks.equal_time import trial_params
+    from fashion_vae.errors import PipelineError
+    from fashion_vae.search import space as search_space
+    from fashion_vae.search.rerun import raw_params
+
+    raw = raw_params(REPO_ROOT / "params.yaml")
+    spec = {"study": {"name": "timed", "trials": 2, "seeds": [1], "startup_trials": 1, "sampler_seed": 0, "jobs": 1,
+                      "fixed": {"train.epochs": 10}},
+            "space": {"model.dense_units": {"kind": "int", "low": 16, "high": 512},
+                      "model.conv_filters": {"kind": "categorical", "choices": [[16, 32], [32, 64]]}}}
+    space = search_space.validate(spec, raw)
+    study = optuna.create_study(study_name="timed", directions=["minimize", "maximize"])
+    study.enqueue_trial({"model.dense_units": 300, "model.conv_filters": "[16, 32]"})
+    study.tell(study.ask(space.distributions()), [250.0, 0.7])
+    configs = trial_params(space, study, [0], raw)
+    cfg, values = configs[0]
+    assert cfg["model"]["dense_units"] == 300 and cfg["model"]["conv_filters"] == [16, 32]
+    assert cfg["train"]["epochs"] == 10 and values["train.epochs"] == 10
+    assert cfg["evaluate"] == raw["evaluate"]  # untouched sections are params.yaml's own
+    with pytest.raises(PipelineError, match=r"^trial 5 does not exist in study 'timed'"):
+        trial_params(space, study, [0, 5], raw)
