@@ -637,17 +637,31 @@ def test_ctrl_c_keeps_what_finished_and_a_second_driver_is_refused(project, tmp_
 
 def kill_processes_under(root: Path) -> list[str]:
     """SIGKILL every process working in ``root`` (DVC's queue workers and the runs they started),
-    as a machine that stops does; their command lines."""
-    killed = []
-    for entry in Path("/proc").iterdir():
+    as a machine that stops does: all at once. Each is stopped first, until no new one appears,
+    so none sees another die and records it (DVC would mark the experiment failed); their
+    command lines."""
+    stopped: dict[int, str] = {}
+    while True:
+        found = False
+        for entry in Path("/proc").iterdir():
+            try:
+                pid = int(entry.name) if entry.name.isdigit() else None
+                if pid is None or pid == os.getpid() or pid in stopped or \
+                        not Path(os.readlink(entry / "cwd")).is_relative_to(root):
+                    continue
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                os.kill(pid, signal.SIGSTOP)
+                stopped[pid], found = command, True
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+        if not found:
+            break
+    for pid in stopped:
         try:
-            if entry.name.isdigit() and int(entry.name) != os.getpid() and \
-                    Path(os.readlink(entry / "cwd")).is_relative_to(root):
-                killed.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or not ours to read
-    return killed
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return list(stopped.values())
 
 
 @pytest.mark.e2e
