@@ -120,8 +120,6 @@ def main(argv=None) -> dict:
         cfg, values = configs[number]
         speed = timed[runner.name]["images_per_second"]
         epochs = equal_epochs(args.reference_epochs, speed["median"], ref_speed)
-        if number == args.reference:
-            epochs = args.reference_epochs
         evaluation = bench_evaluation(runner.model, x_test, cfg["evaluate"], 200, args.iwae_images, 2)
         rows.append({
             "trial": number,
