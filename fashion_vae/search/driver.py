@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import os
 import socket
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from fashion_vae import atomic, params
 from fashion_vae.errors import PipelineError
 from fashion_vae.search import experiments as exps
+from fashion_vae.search.scores import medians, seed_objectives
 from fashion_vae.search.space import OBJECTIVES, SEED_KEY, SearchSpace
 from fashion_vae.search.storage import STATE_DIR, quiet_optuna, safe_url, sqlite_path, storage_errors
 
@@ -73,18 +73,6 @@ def finished(trial) -> bool:
 
     return trial.state == TrialState.COMPLETE or (
         trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED))
-
-
-def objectives(metrics: dict) -> dict[str, float]:
-    values = {}
-    for name, path, _ in OBJECTIVES:
-        value = metrics
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, (int, float)):
-            raise KeyError(f"{exps.METRICS_FILE} has no {'.'.join(path)}")
-        values[name] = float(value)
-    return values
 
 
 @dataclass
@@ -379,32 +367,6 @@ class Driver:
 
     def describe(self, suggested: dict) -> str:
         return ", ".join(f"{key}={value}" for key, value in self.space.params_of(suggested).items())
-
-
-def seed_objectives(flight: InFlight) -> dict[str, dict]:
-    """Seed -> the objectives and rev of each finished experiment; a missing metric fails the flight."""
-    per_seed = {}
-    try:
-        for seed, result in flight.results.items():
-            per_seed[str(seed)] = {**objectives(result["metrics"]), "rev": result["rev"]}
-    except KeyError as err:
-        flight.error = flight.error or f"{flight.names[seed]}: {err.args[0]}"
-    return per_seed
-
-
-def medians(per_seed: dict[str, dict]) -> list[float]:
-    """Each objective's median over the seeds, in OBJECTIVES' order."""
-    return [statistics.median(r[name] for r in per_seed.values()) for name, _, _ in OBJECTIVES]
-
-
-def spreads(per_seed: dict[str, dict]) -> dict[str, dict]:
-    """Each objective's median, min and max over the seeds that have it (none: left out)."""
-    out = {}
-    for name, _, _ in OBJECTIVES:
-        values = [seed[name] for seed in per_seed.values() if name in seed]
-        if values:
-            out[name] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-    return out
 
 
 def optuna_trial(study, frozen):

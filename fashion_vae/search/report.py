@@ -24,8 +24,8 @@ from fashion_vae.search.driver import (
     INTERRUPTED,
     PER_SEED,
     WORKSPACE,
-    spreads,
 )
+from fashion_vae.search.scores import spreads
 from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, lookup
 from fashion_vae.search.storage import quiet_optuna, safe_url
 

@@ -29,11 +29,9 @@ from fashion_vae.search.driver import (
     InFlight,
     driving,
     machine_description,
-    medians,
-    seed_objectives,
-    spreads,
     storage_errors,
 )
+from fashion_vae.search.scores import medians, seed_objectives, spreads
 from fashion_vae.search.space import OBJECTIVES, SEED_KEY, SearchSpace, check_accepted, params_key
 from fashion_vae.search.storage import quiet_optuna, safe_url
 
