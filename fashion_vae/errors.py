@@ -25,6 +25,16 @@ INTERRUPTED_UNDER_DVC = (
 )
 
 
+# SIGINTs this stage has received. Some library code swallows the KeyboardInterrupt that Ctrl-C
+# raises (Keras converts each batch's logs inside a bare `except:`), so long loops also check this.
+_interrupts: list[int] = []
+
+
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C has reached this stage, even where the exception it raised was swallowed."""
+    return bool(_interrupts)
+
+
 def interrupted_message() -> str:
     """What is true after Ctrl-C: DVC sets DVC_STAGE for the commands it runs."""
     stage = os.environ.get("DVC_STAGE")
@@ -55,15 +65,16 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
     outputs are written atomically, so an interrupted stage leaves the previous ones.
     A Ctrl-C that lands inside TensorFlow's graph tracing surfaces as another exception
     (its context managers turn it into "Nesting violated"), so the signal itself is
-    recorded and any error after it is reported as the interruption it is.
+    recorded and any error after it is reported as the interruption it is; a Ctrl-C that library
+    code swallowed still ends the stage (training checks :func:`interrupt_requested` per batch).
     """
 
     @functools.wraps(func)
     def wrapper() -> None:
-        interrupts: list[int] = []
+        _interrupts.clear()
 
         def on_sigint(signum, _frame):
-            interrupts.append(signum)
+            _interrupts.append(signum)
             raise KeyboardInterrupt
 
         if threading.current_thread() is threading.main_thread():  # where Python delivers signals
@@ -71,10 +82,12 @@ def stage_main(func: Callable[[], None]) -> Callable[[], None]:
         try:
             require_temporary_directory()
             func()
+            if _interrupts:  # swallowed on the way; outputs are complete files, but the user asked to stop
+                raise KeyboardInterrupt
         except SystemExit:
             raise
         except BaseException as err:  # every path below ends in one line or re-raises
-            if interrupts or isinstance(err, KeyboardInterrupt):
+            if _interrupts or isinstance(err, KeyboardInterrupt):
                 print(f"error: {interrupted_message()}", file=sys.stderr)
                 sys.exit(130)
             if isinstance(err, PipelineError):

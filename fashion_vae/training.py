@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from fashion_vae import atomic, distributed, files
-from fashion_vae.errors import PipelineError
+from fashion_vae.errors import PipelineError, interrupt_requested
 from fashion_vae.model import MODEL_DEFAULTS, VAE, build_vae, float32_copy, precision_policy
 
 INTEROP_THREADS = 1  # independent ops are rare in this graph; 1 keeps results stable
@@ -102,6 +102,26 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"training diverged at epoch {epoch + 1}: non-finite loss ({losses}); "
                 "lower train.learning_rate or check the data"
             )
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """End training at the next batch once Ctrl-C has arrived. Keras converts every batch's logs
+    inside a bare ``except:``, which swallows the KeyboardInterrupt raised there; without this
+    check such a run trains on to the end."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_interrupted()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._stop_if_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop_if_interrupted()
+
+    @staticmethod
+    def _stop_if_interrupted():
+        if interrupt_requested():
+            raise KeyboardInterrupt
 
 
 class CheckOutputSpace(keras.callbacks.Callback):
@@ -188,7 +208,7 @@ def train(
         make_dataset(x_train, batch_size, seed, shuffle=True),
         validation_data=make_dataset(distributed.evenly_split(x_val, batch_size, strategy), batch_size),
         epochs=train_params["epochs"],
-        callbacks=[StopOnNonFiniteLoss(), timer, *distributed.training_callbacks(), *callbacks],
+        callbacks=[StopOnInterrupt(), StopOnNonFiniteLoss(), timer, *distributed.training_callbacks(), *callbacks],
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )

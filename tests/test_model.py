@@ -162,6 +162,22 @@ def test_non_finite_loss_stops_with_clear_error(real_images):
         training.train(MODEL, TRAIN, x, real_images[256:], verbose=0)
 
 
+def test_ctrl_c_that_keras_swallowed_still_stops_training_at_the_next_batch(real_images, monkeypatch):
+    """Keras converts each batch's logs in a bare `except:`, which swallows a KeyboardInterrupt raised
+    there; the recorded Ctrl-C (errors.interrupt_requested) stops the run at the end of that batch."""
+    batches = []
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            batches.append(batch)
+
+    monkeypatch.setattr(training, "interrupt_requested", lambda: len(batches) >= 2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(MODEL, {**TRAIN, "epochs": 3}, real_images[:256], real_images[256:],
+                       callbacks=[CountBatches()], verbose=0)
+    assert batches == [0, 1]
+
+
 def test_batch_larger_than_data(real_images):
     from fashion_vae.errors import PipelineError
 
