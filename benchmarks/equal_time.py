@@ -84,14 +84,14 @@ def main(argv=None) -> dict:
     from fashion_vae.errors import PipelineError
     from fashion_vae.search import space as search_space
     from fashion_vae.search.rerun import raw_params
-    from fashion_vae.search.storage import open_storage, quiet_optuna
+    from fashion_vae.search.storage import load_study, open_storage
 
     numbers = [args.reference] + [n for n in dict.fromkeys(args.numbers) if n != args.reference]
     try:
         space = search_space.load(args.config)
-        study = quiet_optuna().load_study(study_name=space.name, storage=open_storage(args.storage))
+        study = load_study(open_storage(args.storage), space.name, args.storage)
         configs = trial_params(space, study, numbers, raw_params())
-    except (PipelineError, KeyError) as err:
+    except PipelineError as err:
         raise SystemExit(f"error: {err}") from None
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -302,3 +302,17 @@ def test_equal_time_reads_each_trials_params_and_refuses_a_missing_trial_in_one_
     assert cfg["evaluate"] == raw["evaluate"]  # untouched sections are params.yaml's own
     with pytest.raises(PipelineError, match=r"^trial 5 does not exist in study 'timed'"):
         trial_params(space, study, [0, 5], raw)
+
+
+def test_equal_time_names_a_missing_study_in_one_line(tmp_path):
+    """A storage without the study: one line naming the study and the storage, not Optuna's
+    "Record does not exist."."""
+    storage = f"sqlite:///{tmp_path}/empty.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.equal_time", "11", "--storage", storage, "--out", str(tmp_path / "r.json")],
+        cwd=REPO_ROOT, env=project_env(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: no study named 'front-2026-11' in {storage}; run python -m fashion_vae.search run first")
+    assert not (tmp_path / "r.json").exists()

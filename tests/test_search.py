@@ -564,6 +564,11 @@ def test_refusals_before_anything_is_queued(project, tmp_path):
     line = one_error(search(project, "run", "--storage", f"postgresql+psycopg://u:secret@127.0.0.1:{refused_port}/db"))
     assert re.search(r"cannot open the study's database \(OperationalError: .*(refused|failed)", line), line
     assert "secret" not in line and time.monotonic() - started < 15
+    empty = f"sqlite:///{tmp_path}/empty.db"  # a database without this study: report and rerun say so
+    name = yaml.safe_load((project / "search.yaml").read_text())["study"]["name"]
+    for command in (["report", "--out", str(tmp_path / "report")], ["rerun", "0"]):
+        assert one_error(search(project, *command, "--storage", empty)) == (
+            f"error: no study named {name!r} in {empty}; run python -m fashion_vae.search run first")
     params = project / "params.yaml"
     original = params.read_text()
     params.write_text(original.replace("beta: 1.0", "beta: 0.9"))

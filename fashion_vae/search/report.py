@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from fashion_vae import atomic, params
-from fashion_vae.errors import PipelineError
 from fashion_vae.search import rerun
 from fashion_vae.search.driver import (
     DEFINITION,
@@ -27,18 +26,9 @@ from fashion_vae.search.driver import (
 )
 from fashion_vae.search.scores import spreads
 from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, lookup
-from fashion_vae.search.storage import quiet_optuna, safe_url
+from fashion_vae.search.storage import load_study, safe_url
 
 DEFAULT_OUT = Path("search/report")
-
-
-def load_study(storage, name: str):
-    optuna = quiet_optuna()
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise PipelineError(f"no study named {name!r} in this storage; run python -m fashion_vae.search run first") \
-            from None
 
 
 def trial_record(trial, space: SearchSpace) -> dict:
@@ -186,7 +176,7 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
 
 def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
     """Write study.json, front.png, front.md and trials.md under ``out``; return the record."""
-    study = load_study(storage, space.name)
+    study = load_study(storage, space.name, storage_url)
     records = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(records)
     defaults = current_defaults(records, space, params.load())

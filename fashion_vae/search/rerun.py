@@ -33,7 +33,7 @@ from fashion_vae.search.driver import (
 )
 from fashion_vae.search.scores import medians, seed_objectives, spreads
 from fashion_vae.search.space import OBJECTIVES, SEED_KEY, SearchSpace, check_accepted, params_key
-from fashion_vae.search.storage import quiet_optuna, safe_url
+from fashion_vae.search.storage import load_study, safe_url
 
 RERUN_PREFIX = "rerun:"  # study attributes: rerun:NNN-TAG -> the re-run's record
 TAG = re.compile(r"^[a-z0-9][a-z0-9_]{0,15}$")
@@ -111,11 +111,7 @@ class Rerunner(Driver):
         return wanted
 
     def run(self, storage) -> int:
-        try:
-            study = quiet_optuna().load_study(study_name=self.space.name, storage=storage)
-        except KeyError:
-            raise PipelineError(f"no study named {self.space.name!r} in {safe_url(self.storage_url)}; "
-                                "run python -m fashion_vae.search run first") from None
+        study = load_study(storage, self.space.name, self.storage_url)
         try:
             wanted = self.flights(study)
             if not wanted:

@@ -96,3 +96,14 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     import sqlalchemy.exc
 
     return sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
+
+
+def load_study(storage, name: str, url: str | None = None):
+    """An existing study, or one line saying there is none (Optuna's own error is "Record does not exist.")."""
+    optuna = quiet_optuna()
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        where = safe_url(url) if url else "this storage"
+        raise PipelineError(f"no study named {name!r} in {where}; run python -m fashion_vae.search run first") \
+            from None
