@@ -98,12 +98,11 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     return sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError
 
 
-def load_study(storage, name: str, url: str | None = None):
-    """An existing study, or one line saying there is none (Optuna's own error is "Record does not exist.")."""
-    optuna = quiet_optuna()
+def load_study(storage, name: str, url: str):
+    """An existing study in ``storage`` (opened from ``url``), or one line saying there is none:
+    Optuna's own error is "Record does not exist."."""
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return quiet_optuna().load_study(study_name=name, storage=storage)
     except KeyError:
-        where = safe_url(url) if url else "this storage"
-        raise PipelineError(f"no study named {name!r} in {where}; run python -m fashion_vae.search run first") \
-            from None
+        raise PipelineError(f"no study named {name!r} in {safe_url(url)}; run python -m fashion_vae.search run "
+                            "first") from None
