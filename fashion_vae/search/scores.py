@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def objectives(metrics: dict) -> dict[str, float]:
+    """Each objective's value in one experiment's metrics (KeyError naming the one it lacks)."""
     values = {}
     for name, path, _ in OBJECTIVES:
         value = metrics
@@ -21,7 +22,6 @@ def objectives(metrics: dict) -> dict[str, float]:
             raise KeyError(f"{exps.METRICS_FILE} has no {'.'.join(path)}")
         values[name] = float(value)
     return values
-
 
 
 def seed_objectives(flight: InFlight) -> dict[str, dict]:
