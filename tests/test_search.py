@@ -148,6 +148,35 @@ def test_overrides_are_typed_as_params_yaml_types_them():
     assert override("model.prior", "vamp") == "model.prior=vamp"
 
 
+def test_the_reruns_figure_draws_each_median_and_range_against_the_targets():
+    from fashion_vae.search import report
+
+    def spread(values):
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    reruns = [{"trial": 0, "tag": "e40", "set": {"train.epochs": 40}, "experiments": {"42": "a", "43": "b", "44": "c"},
+               "iwae_nll": spread([254.5, 253.6, 254.0]), "knn5": spread([0.7045, 0.7035, 0.7045])},
+              {"trial": 11, "tag": "e17", "set": {"train.epochs": 17}, "experiments": {"42": "d", "43": "e", "44": "f"},
+               "iwae_nll": spread([253.2, 253.5, 253.1]), "knn5": spread([0.7015, 0.6998, 0.7042])}]
+    fig = report.reruns_figure(reruns, [0], "t")
+    ax = fig.axes[0]
+    points = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [(float(p.get_xdata()[0]), float(p.get_ydata()[0])) for p in points] == [(0.7045, 254.0), (0.7015, 253.2)]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[-2:] == ["trial 0 (params.yaml), train.epochs=40, 3 seeds", "trial 11, train.epochs=17, 3 seeds"]
+    dashed = {(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines if line.get_linestyle() == "--"}
+    assert ((0, 1), (250.0, 250.0)) in dashed and ((0.72, 0.72), (0, 1)) in dashed  # the targets
+    # The error bars span each re-run's range over its seeds.
+    from matplotlib.collections import LineCollection
+
+    segments = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    spans = sorted(tuple(float(v) for v in seg[:, 1]) for seg in segments if seg[0, 0] == seg[1, 0])
+    assert spans == [(253.1, 253.5), (253.6, 254.5)]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 # -- the driver's view of DVC's queue, without DVC ------------------------------------------------------
 
 STATUS_TEXT = """Task     Name          Created  Status
@@ -719,6 +748,7 @@ def test_a_driver_killed_with_its_queue_resumes_its_trial_without_training_a_fin
     assert rows[2][1].startswith("fail") and rows[2][-1].rstrip(" |") == "interrupted (Ctrl-C)"
     assert rows[0][-2] == f"{shown['tiny-t000-s1']['metrics']['iwae_nll']:.2f}"
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "reruns.png").exists() and "reruns.png" not in reported.stdout  # no re-run yet
 
 
 @pytest.mark.e2e
@@ -777,6 +807,8 @@ def test_a_rerun_of_a_finished_trial_over_other_seeds_is_recorded_and_not_run_tw
     reruns = json.loads((out / "study.json").read_text())["reruns"]
     assert [(r["trial"], r["tag"], r["iwae_nll"]["median"]) for r in reruns] == [(0, "k2", metrics["iwae_nll"])]
     assert "`tiny-t000-k2-s3`" in (out / "reruns.md").read_text()
+    assert (out / "reruns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "reruns.png" in capsys.readouterr().out
 
 
 @pytest.mark.browser

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
         print(f"search: study {space.name!r}: {record['counts']['complete']} completed, "
               f"{record['counts']['fail']} failed, {record['counts']['running']} running trials, "
               f"{len(record['reruns'])} re-runs; front {', '.join(map(str, record['front'])) or 'empty'}; "
-              f"wrote {args.out}/study.json, trials.md, front.md, reruns.md, front.png")
+              f"wrote {args.out}/study.json, trials.md, front.md, reruns.md, front.png"
+              + (", reruns.png" if report.finished_reruns(record) else ""))
         return 0
     except PipelineError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -5,8 +5,9 @@ write it: ``study.json`` (every trial's params, seeds, per-seed metrics, experim
 state and error), ``front.png`` (every completed trial at its median over seeds, the range
 over seeds as error bars, the front highlighted, params.yaml's current values marked) and
 ``front.md`` (the front as a table naming each trial's experiments, for ``dvc exp apply``),
-``trials.md`` (every trial, a row per seed, failures with their error line) and ``reruns.md``
-(the trials run again with ``rerun``: their overrides, seeds, medians and ranges).
+``trials.md`` (every trial, a row per seed, failures with their error line), ``reruns.md``
+(the trials run again with ``rerun``: their overrides, seeds, medians and ranges) and, once a
+re-run has finished, ``reruns.png`` (the re-runs against the quality targets).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from fashion_vae.search.space import OBJECTIVES, SearchSpace, decode_choice, loo
 from fashion_vae.search.storage import load_study, safe_url
 
 DEFAULT_OUT = Path("search/report")
+# Issue 18's quality targets for the default (3-seed median, full data), drawn in reruns.png.
+TARGETS = {"iwae_nll": 250.0, "knn5": 0.72}
 
 
 def trial_record(trial, space: SearchSpace) -> dict:
@@ -144,13 +147,7 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
 
     def draw(rows, **style):
-        if not rows:
-            return
-        x = [r[knn]["median"] for r in rows]
-        y = [r[nll]["median"] for r in rows]
-        xerr = [[r[knn]["median"] - r[knn]["min"] for r in rows], [r[knn]["max"] - r[knn]["median"] for r in rows]]
-        yerr = [[r[nll]["median"] - r[nll]["min"] for r in rows], [r[nll]["max"] - r[nll]["median"] for r in rows]]
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, linestyle="none", capsize=2, **style)
+        _medians_with_ranges(ax, rows, **style)
 
     front_numbers = {r["number"] for r in front}
     draw([r for r in done if r["number"] not in front_numbers], marker="o", color="0.6", label="trial")
@@ -165,17 +162,70 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
     for r in done:
         ax.annotate(str(r["number"]), (r[knn]["median"], r[nll]["median"]), xytext=(4, 3),
                     textcoords="offset points", fontsize=7, color="0.3")
+    _finish(ax, title)
+    return fig
+
+
+def reruns_figure(reruns: list[dict], defaults: list[int], title: str):
+    """The finished re-runs at their median over seeds, ranges as bars, against TARGETS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (nll, _, _), (knn, _, _) = OBJECTIVES
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    for i, r in enumerate(reruns):
+        changed = ", ".join(f"{k}={_cell(v)}" for k, v in r["set"].items()) or "as in the study"
+        name = f"trial {r['trial']}" + (" (params.yaml)" if r["trial"] in defaults else "")
+        _medians_with_ranges(ax, [r], marker="o", color=f"C{i}",
+                             label=f"{name}, {changed}, {len(r['experiments'])} seeds")
+    # The targets bound a corner of the plane: what lies beyond both lines meets both.
+    ax.axhline(TARGETS[nll], color="k", linestyle="--", linewidth=1)
+    ax.axvline(TARGETS[knn], color="k", linestyle="--", linewidth=1)
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    ax.fill_between([TARGETS[knn], x1], y0, TARGETS[nll], color="C2", alpha=0.12,
+                    label=f"the targets: iwae_nll <= {TARGETS[nll]:g}, 5-NN >= {TARGETS[knn]:g}")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    _finish(ax, title)
+    return fig
+
+
+def _medians_with_ranges(ax, rows: list[dict], **style) -> None:
+    if not rows:
+        return
+    (nll, _, _), (knn, _, _) = OBJECTIVES
+    x = [r[knn]["median"] for r in rows]
+    y = [r[nll]["median"] for r in rows]
+    xerr = [[r[knn]["median"] - r[knn]["min"] for r in rows], [r[knn]["max"] - r[knn]["median"] for r in rows]]
+    yerr = [[r[nll]["median"] - r[nll]["min"] for r in rows], [r[nll]["max"] - r[nll]["median"] for r in rows]]
+    ax.errorbar(x, y, xerr=xerr, yerr=yerr, linestyle="none", capsize=2, **style)
+
+
+def _finish(ax, title: str) -> None:
     ax.set_xlabel("5-NN accuracy of test z_mean (higher is better)")
     ax.set_ylabel("test iwae_nll, nats per image (lower is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+
+
+def _write_png(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
-    """Write study.json, front.png, front.md and trials.md under ``out``; return the record."""
+    """Write study.json, front.png, front.md, trials.md, reruns.md (and reruns.png) under ``out``; return the record."""
     study = load_study(storage, space.name, storage_url)
     records = [trial_record(t, space) for t in study.get_trials(deepcopy=False)]
     front = pareto_front(records)
@@ -200,14 +250,14 @@ def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
     atomic.write_text(out / "front.md", front_table(front, space, defaults))
     atomic.write_text(out / "trials.md", trials_table(records, space, front))
     atomic.write_text(out / "reruns.md", reruns_table(record["reruns"]))
-    fig = figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed trials, "
-                                            f"median and range over {len(space.seeds)} seeds")
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    atomic.write_bytes(out / "front.png", buffer.getvalue())
+    _write_png(figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed "
+                                                f"trials, median and range over {len(space.seeds)} seeds"),
+               out / "front.png")
+    if finished_reruns(record):
+        _write_png(reruns_figure(finished_reruns(record), defaults,
+                                 f"study {space.name}: the re-runs, median and range over seeds"), out / "reruns.png")
     return record
+
+
+def finished_reruns(record: dict) -> list[dict]:
+    return [r for r in record["reruns"] if OBJECTIVES[0][0] in r]
