@@ -349,9 +349,12 @@ WAITING = ["tiny-t000-s1", "tiny-t000-s2"]
 AFTER_REMOVAL = "\n".join(line for line in STALE.splitlines() if "tiny-t000-s1" not in line)
 
 
-def test_a_running_experiment_whose_run_has_stopped_is_queued_again_after_three_looks():
+def test_a_running_experiment_whose_run_has_stopped_is_queued_again_after_three_looks(monkeypatch):
     from fashion_vae.errors import PipelineError
+    from fashion_vae.search import driver as driver_module
     from fashion_vae.search.driver import ORPHAN_POLLS, ORPHAN_S
+
+    monkeypatch.setattr(driver_module, "REMOVE_WAIT_S", 0)
     from fashion_vae.search.experiments import parse_status
 
     stale, live = parse_status(STALE), parse_status(STATUS_TEXT)
@@ -388,12 +391,28 @@ def test_a_running_experiment_whose_run_has_stopped_is_queued_again_after_three_
     assert [c[0] for c in queue.calls] == ["forget_dead_run", "kill", "remove"]
     assert driver.in_flight[0].results == {1: {"rev": "abc", "metrics": {}}}
 
-    # A task DVC will not let go of stops the driver with one line that says what to do.
-    stuck = orphan_driver(RecordingQueue([STALE]), [])
-    with pytest.raises(PipelineError, match=r"^tiny-t000-s1: DVC lists it as running .* run `dvc queue kill "
+    # DVC still lists it after the first removal (seen when a worker shut down holding the task):
+    # removed again, then queued anew.
+    queue = RecordingQueue([STALE, AFTER_REMOVAL])
+    driver = orphan_driver(queue, [])
+    assert [driver.orphaned(stale, WAITING, alive=0) for _ in range(ORPHAN_POLLS)][-1]
+    assert [c[0] for c in queue.calls] == ["forget_dead_run", "kill", "remove", "remove", "enqueue"]
+
+    # A task DVC will not let go of stops the driver with one line that says what to do, and
+    # what DVC answered.
+    class Refusing(RecordingQueue):
+        def remove(self, names):
+            self.calls.append(("remove", names))
+            return "ERROR: Invalid experiment 'c6b46b0'."
+
+    stuck_queue = Refusing([STALE])
+    stuck = orphan_driver(stuck_queue, [])
+    with pytest.raises(PipelineError, match=r"^tiny-t000-s1: DVC lists it as running .*would not remove it \(DVC: "
+                                            r"ERROR: Invalid experiment 'c6b46b0'.\); run `dvc queue kill "
                                             r"tiny-t000-s1` and `dvc queue remove tiny-t000-s1`, then"):
         for _ in range(ORPHAN_POLLS):
             stuck.orphaned(stale, WAITING, alive=0)
+    assert [c[0] for c in stuck_queue.calls].count("remove") == driver_module.REMOVE_TRIES
 
 
 def test_ctrl_c_stops_an_experiment_that_started_while_the_one_before_it_was_stopped():

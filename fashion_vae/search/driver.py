@@ -41,6 +41,7 @@ DEFINITION = "definition"  # study attribute: what a trial means (space, seeds, 
 RECHECK_S = 300  # asks DVC at least this often, whatever its files say
 ORPHAN_POLLS = 3  # looks in a row at a "Running" experiment whose run is gone before it is queued again
 ORPHAN_S = 30  # ... and seconds, while a queue worker lives that may still be collecting its results
+REMOVE_TRIES, REMOVE_WAIT_S = 3, 5  # removals of a killed task that DVC still lists, and the wait between
 STOP_ROUNDS = 3  # looks at the queue on Ctrl-C until none of this driver's experiments is queued or running
 # Changes the workspace may hold that every trial's baseline may include: pipeline results.
 RESULT_FILES = ("dvc.lock", "metrics/")
@@ -259,6 +260,24 @@ class Driver:
             self.tell(study, flight)
             self.in_flight.remove(flight)
 
+    def remove_killed(self, names: list[str]) -> tuple[list[str], str | None]:
+        """Remove just-killed tasks from DVC's queue: (those it still lists, its last refusal).
+
+        Tried ``REMOVE_TRIES`` times: once a queue worker took a task and then shut down (its
+        idle monitor stopped it in the same instant) before starting it, the first removal
+        after the kill was refused, and the same command a while later succeeded.
+        """
+        answer = None
+        for attempt in range(REMOVE_TRIES):
+            if attempt:
+                time.sleep(REMOVE_WAIT_S)
+            answer = self.queue.remove(names) or answer
+            states = self.queue.status()
+            names = [n for n in names if n in states]
+            if not names:
+                return [], None
+        return names, answer
+
     def orphaned(self, states: exps.QueueStatus, waiting: list[str], alive: int) -> bool:
         """Queue again this driver's experiments that DVC lists as running but whose run has died.
 
@@ -287,10 +306,10 @@ class Driver:
             del self.suspects[name]
             self.queue.forget_dead_run(states.tasks[name])  # its pid may be another process's by now
         self.queue.kill(orphans)  # DVC marks a task whose process is gone as failed ...
-        self.queue.remove(orphans)  # ... which can then be removed, and queued anew
-        stuck = [n for n in orphans if n in self.queue.status()]
+        stuck, answer = self.remove_killed(orphans)  # ... which can then be removed, and queued anew
         if stuck:
-            raise PipelineError(f"{stuck[0]}: DVC lists it as running with no run alive and would not remove it; "
+            why = f" (DVC: {answer})" if answer else ""
+            raise PipelineError(f"{stuck[0]}: DVC lists it as running with no run alive and would not remove it{why}; "
                                 f"run `dvc queue kill {stuck[0]}` and `dvc queue remove {stuck[0]}`, then this "
                                 "command again")
         done = self.queue.experiments()  # one that finished just as its machine stopped has its result

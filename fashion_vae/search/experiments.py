@@ -293,9 +293,13 @@ class Queue:
 
     # -- clean-up and sharing ------------------------------------------------------------------
 
-    def remove(self, names: list[str]) -> None:
+    def remove(self, names: list[str]) -> str | None:
+        """``dvc queue remove NAME...``; DVC's error line if it refused, else None."""
         if names:
-            self.run("queue", "remove", *names, check=False)
+            result = self.run("queue", "remove", *names, check=False)
+            if result.returncode != 0:
+                return last_error_line(result.stderr + result.stdout)
+        return None
 
     def kill(self, names: list[str]) -> None:
         if names:
