@@ -137,14 +137,9 @@ def _cell(value) -> str:
 
 
 def figure(records: list[dict], front: list[dict], defaults: list[int], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (nll, _, _), (knn, _, _) = OBJECTIVES
     done = [r for r in records if r["state"] == "complete"]
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    fig, ax = _new_axes()
 
     def draw(rows, **style):
         _medians_with_ranges(ax, rows, **style)
@@ -168,13 +163,8 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
 
 def reruns_figure(reruns: list[dict], defaults: list[int], title: str):
     """The finished re-runs at their median over seeds, ranges as bars, against TARGETS."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (nll, _, _), (knn, _, _) = OBJECTIVES
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    fig, ax = _new_axes()
     for i, r in enumerate(reruns):
         changed = ", ".join(f"{k}={_cell(v)}" for k, v in r["set"].items()) or "as in the study"
         name = f"trial {r['trial']}" + (" (params.yaml)" if r["trial"] in defaults else "")
@@ -191,6 +181,15 @@ def reruns_figure(reruns: list[dict], defaults: list[int], title: str):
     ax.set_ylim(y0, y1)
     _finish(ax, title)
     return fig
+
+
+def _new_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, on machines without a display
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 5.2))
 
 
 def _medians_with_ranges(ax, rows: list[dict], **style) -> None:
