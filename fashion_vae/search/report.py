@@ -140,13 +140,10 @@ def figure(records: list[dict], front: list[dict], defaults: list[int], title: s
     (nll, _, _), (knn, _, _) = OBJECTIVES
     done = [r for r in records if r["state"] == "complete"]
     fig, ax = _new_axes()
-
-    def draw(rows, **style):
-        _medians_with_ranges(ax, rows, **style)
-
     front_numbers = {r["number"] for r in front}
-    draw([r for r in done if r["number"] not in front_numbers], marker="o", color="0.6", label="trial")
-    draw(front, marker="o", color="C3", label="Pareto front")
+    _medians_with_ranges(ax, [r for r in done if r["number"] not in front_numbers], marker="o", color="0.6",
+                         label="trial")
+    _medians_with_ranges(ax, front, marker="o", color="C3", label="Pareto front")
     if front:
         ax.plot([r[knn]["median"] for r in front], [r[nll]["median"] for r in front], color="C3", linewidth=1,
                 alpha=0.6)
