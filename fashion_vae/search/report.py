@@ -249,9 +249,10 @@ def write(storage, storage_url: str, space: SearchSpace, out: Path) -> dict:
     _write_png(figure(records, front, defaults, f"study {space.name}: {record['counts']['complete']} completed "
                                                 f"trials, median and range over {len(space.seeds)} seeds"),
                out / "front.png")
-    if finished_reruns(record):
-        _write_png(reruns_figure(finished_reruns(record), defaults,
-                                 f"study {space.name}: the re-runs, median and range over seeds"), out / "reruns.png")
+    finished = finished_reruns(record)
+    if finished:
+        _write_png(reruns_figure(finished, defaults, f"study {space.name}: the re-runs, median and range over seeds"),
+                   out / "reruns.png")
     return record
 
 
